@@ -1,0 +1,148 @@
+//! The WAL writer thread: group commit.
+//!
+//! ```text
+//! appenders ──(state lock: check, assign, encode)──► pending group
+//!                                                        │ take whole group
+//!                                                        ▼
+//!                  writer thread: write ─► fsync (per durability) ─► publish to
+//!                  the Arrow buffer ─► advance the visible position ─► ack all
+//! ```
+//!
+//! While one group is being written and fsynced, new appends collect in the next
+//! group, so concurrent appenders share one write and one fsync. A failed write or
+//! fsync stops the writer for good: the group's appenders, and every later one, get
+//! [`Error::WalFailed`]; nothing is retried as if it had succeeded.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::sequencer::Group;
+use crate::store::Shared;
+use crate::wal::writer::SegmentWriter;
+
+/// The writer thread's body; returns when the store closes or the WAL fails.
+pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
+    let durability = shared.config.durability;
+    let interval = Duration::from_millis(shared.config.wal_fsync_interval_ms);
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let (mut group, closing) = next_group(&shared, durability, interval, unsynced, last_sync);
+        let result = commit(
+            &shared,
+            &mut wal,
+            &mut group,
+            &mut unsynced,
+            &mut last_sync,
+            closing,
+        );
+        match result {
+            Ok(()) => {
+                for waiter in group.waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(err) => {
+                fail(&shared, group, &err);
+                return;
+            }
+        }
+        if closing {
+            shared.head.send_modify(|_| {});
+            return;
+        }
+    }
+}
+
+/// Wait for appends (or, with `interval`, for the next fsync deadline) and take them.
+fn next_group(
+    shared: &Shared,
+    durability: Durability,
+    interval: Duration,
+    unsynced: bool,
+    last_sync: Instant,
+) -> (Group, bool) {
+    let mut state = shared.state.lock();
+    while state.pending.is_empty() && !state.closing {
+        if durability == Durability::Interval && unsynced {
+            let left = interval.saturating_sub(last_sync.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            shared.wake.wait_for(&mut state, left);
+        } else {
+            shared.wake.wait(&mut state);
+        }
+    }
+    let closing = state.closing && state.pending.is_empty();
+    (std::mem::take(&mut state.pending), closing)
+}
+
+fn commit(
+    shared: &Shared,
+    wal: &mut SegmentWriter,
+    group: &mut Group,
+    unsynced: &mut bool,
+    last_sync: &mut Instant,
+    closing: bool,
+) -> Result<()> {
+    if !group.is_empty() {
+        wal.write_group(&mut group.buf, &group.records)?;
+        *unsynced = true;
+        shared
+            .counters
+            .records
+            .fetch_add(group.records.len() as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .bytes
+            .fetch_add(group.buf.len() as u64, Ordering::Relaxed);
+        shared.counters.groups.fetch_add(1, Ordering::Relaxed);
+    }
+    let interval = Duration::from_millis(shared.config.wal_fsync_interval_ms);
+    let sync_now = *unsynced
+        && (closing
+            || match shared.config.durability {
+                Durability::Always => true,
+                Durability::Interval => last_sync.elapsed() >= interval,
+                Durability::Never => false,
+            });
+    if sync_now {
+        wal.sync()?;
+        *unsynced = false;
+        *last_sync = Instant::now();
+        shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    let (segment_id, segment_bytes) = wal.position();
+    shared
+        .counters
+        .segment_id
+        .store(segment_id, Ordering::Relaxed);
+    shared
+        .counters
+        .segment_bytes
+        .store(segment_bytes, Ordering::Relaxed);
+    if let Some(last) = group.events.last() {
+        shared.buffer.publish(&group.events)?;
+        shared.head.send_replace(last.position + 1);
+    }
+    Ok(())
+}
+
+/// Stop accepting writes after a WAL failure and tell every waiting appender.
+fn fail(shared: &Shared, group: Group, err: &Error) {
+    let message = err.to_string();
+    tracing::error!(error = %message, "the WAL writer failed; the store accepts no more appends");
+    let pending = {
+        let mut state = shared.state.lock();
+        state.failure = Some(message.clone());
+        std::mem::take(&mut state.pending)
+    };
+    for waiter in group.waiters.into_iter().chain(pending.waiters) {
+        let _ = waiter.send(Err(Error::WalFailed(message.clone())));
+    }
+    shared.head.send_modify(|_| {});
+}

@@ -1,0 +1,52 @@
+//! AllSource's event log: the spine every other part is built on.
+//!
+//! Events are appended to streams (per `(tenant, entity_id)`, with gapless versions and
+//! optimistic concurrency) and land in an append-only log split into partitions:
+//!
+//! ```text
+//!  append(request) ─► validate ─► sequencer ─► WAL (one record per request,
+//!                                  │           group commit + fsync)
+//!                                  │                   │
+//!                                  │                   ▼
+//!                                  │        Arrow buffer, per partition ─► readers,
+//!                                  │        sealed RecordBatches             subscriptions
+//!                                  ▼
+//!             versions, partition offsets, log positions, event-id index
+//! ```
+//!
+//! Lifecycle of an event: it is checked (sizes, JSON) before the store's lock is
+//! taken; under the lock the sequencer checks expected versions and event ids for the
+//! whole request, assigns versions, per-partition offsets and a store-wide position,
+//! and encodes the request as one WAL record into the pending group. The WAL writer
+//! thread writes the group, fsyncs it (per [`Durability`]), publishes the events to the
+//! partitions' Arrow buffers and only then acknowledges. On open the WAL is replayed
+//! into the sequencer and the buffer; a torn final record is cut off, and damage
+//! anywhere else stops the open with the file and byte offset.
+//!
+//! See [`EventStore`] for the API.
+
+mod buffer;
+mod clock;
+mod commit;
+mod config;
+mod error;
+mod event;
+mod meta;
+mod partition;
+mod sequencer;
+mod store;
+mod subscription;
+pub mod wal;
+
+pub use buffer::{event_at, event_schema, events_to_batch};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Durability, StoreConfig};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{
+    AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, MAX_NAME_BYTES,
+    RecordedEvent, StreamAppend,
+};
+pub use meta::{META_FILE, StoreMeta};
+pub use partition::{partition_for, stable_hash};
+pub use store::{EventStore, PartitionStats, StoreStats, WalStats};
+pub use subscription::{Subscription, SubscriptionFilter};

@@ -1,0 +1,358 @@
+//! The sequencer: stream versions, optimistic concurrency, idempotency, and the
+//! assignment of versions, partition offsets and log positions.
+//!
+//! It runs under the store's state lock. A request is checked completely (every
+//! stream's expected version, every event id) before anything is assigned, so a
+//! rejected request changes nothing. Assigned events are encoded into the pending
+//! [`Group`] as one WAL record; the WAL writer makes the group durable and visible.
+
+use hashbrown::{Equivalent, HashMap, HashSet};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::event::{AppendRequest, AppendResult, EventAck, RecordedEvent};
+use crate::partition::partition_for;
+use crate::wal::{codec, frame};
+
+/// A stream's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StreamKey {
+    tenant: Box<str>,
+    entity_id: Box<str>,
+}
+
+/// A borrowed stream identity, to look streams up without allocating.
+#[derive(Debug, Hash)]
+struct StreamRef<'a> {
+    tenant: &'a str,
+    entity_id: &'a str,
+}
+
+impl Equivalent<StreamKey> for StreamRef<'_> {
+    fn equivalent(&self, key: &StreamKey) -> bool {
+        *key.tenant == *self.tenant && *key.entity_id == *self.entity_id
+    }
+}
+
+/// What the log knows of one stream.
+#[derive(Debug, Default)]
+struct StreamState {
+    partition: u16,
+    /// Partition offset of each version: `offsets[v - 1]`.
+    offsets: Vec<u64>,
+    /// Event id key -> version.
+    ids: HashMap<u128, u64>,
+}
+
+/// Where a stream's events are: its partition and the offsets of its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamLocation {
+    pub partition: u16,
+    pub offsets: Vec<u64>,
+}
+
+/// Appends assigned but not yet written: one WAL record per request.
+#[derive(Debug, Default)]
+pub(crate) struct Group {
+    pub buf: Vec<u8>,
+    pub records: Vec<usize>,
+    pub events: Vec<RecordedEvent>,
+    pub waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl Group {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// What an accepted request turned out to be.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// New events, now in the pending group.
+    Appended(AppendResult),
+    /// A retry: every event is already in the log at these (partition, offset)s.
+    Retry(Vec<(u16, u64)>),
+}
+
+/// Stream versions, partition offsets and the log position.
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    partitions: u16,
+    streams: HashMap<StreamKey, StreamState>,
+    next_offsets: Vec<u64>,
+    events: u64,
+    /// Position the next event gets.
+    pub next_position: u64,
+    /// Sequence the next WAL record gets.
+    pub next_sequence: u64,
+}
+
+impl Sequencer {
+    pub fn new(partitions: u16) -> Self {
+        Self {
+            partitions,
+            streams: HashMap::new(),
+            next_offsets: vec![0; usize::from(partitions)],
+            events: 0,
+            next_position: 0,
+            next_sequence: 0,
+        }
+    }
+
+    /// Check `request` and, when it is new, assign its events and encode it into
+    /// `group`. Nothing changes when an error is returned.
+    pub fn append(
+        &mut self,
+        request: AppendRequest,
+        now_micros: i64,
+        group: &mut Group,
+    ) -> Result<Outcome> {
+        if let Some(retry) = self.find_retry(&request)? {
+            return Ok(Outcome::Retry(retry));
+        }
+        self.check_expected_versions(&request)?;
+        let count = request.event_count();
+        let start = frame::begin_record(&mut group.buf, self.next_sequence);
+        codec::begin_append(&mut group.buf, count);
+        let mut acks = Vec::with_capacity(count);
+        let tenant = request.tenant;
+        for part in request.streams {
+            let partition = partition_for(&tenant, &part.entity_id, self.partitions);
+            let stream = stream_mut(&mut self.streams, &tenant, &part.entity_id, partition);
+            for data in part.events {
+                let (event_id, key) = match data.event_id {
+                    Some(id) => {
+                        let key = id_key(&id);
+                        (id, key)
+                    }
+                    None => {
+                        let id = uuid::Uuid::now_v7();
+                        (id.to_string(), id.as_u128())
+                    }
+                };
+                let offset = self.next_offsets[usize::from(partition)];
+                self.next_offsets[usize::from(partition)] += 1;
+                stream.offsets.push(offset);
+                let version = stream.offsets.len() as u64;
+                stream.ids.insert(key, version);
+                let event = RecordedEvent {
+                    tenant: tenant.clone(),
+                    entity_id: part.entity_id.clone(),
+                    event_type: data.event_type,
+                    version,
+                    partition,
+                    offset,
+                    position: self.next_position,
+                    event_id,
+                    timestamp_micros: data.timestamp_micros.unwrap_or(now_micros),
+                    ingested_at_micros: now_micros,
+                    payload: data.payload,
+                    metadata: data.metadata,
+                };
+                self.next_position += 1;
+                codec::encode_event(&mut group.buf, &event);
+                acks.push(event.ack());
+                group.events.push(event);
+            }
+        }
+        self.events += count as u64;
+        frame::finish_record(&mut group.buf, start).map_err(Error::Internal)?;
+        group.records.push(start);
+        self.next_sequence += 1;
+        Ok(Outcome::Appended(AppendResult {
+            events: acks,
+            deduplicated: false,
+        }))
+    }
+
+    /// A request whose every event id is already in its stream is a retry; one where
+    /// only some are is a conflict; one with none is new.
+    fn find_retry(&self, request: &AppendRequest) -> Result<Option<Vec<(u16, u64)>>> {
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        let mut index = 0usize;
+        let mut first_dup: Option<(&str, &str)> = None;
+        for part in &request.streams {
+            let stream = self.stream(&request.tenant, &part.entity_id);
+            for event in &part.events {
+                if let Some(id) = &event.event_id {
+                    let key = id_key(id);
+                    if !seen.insert((part.entity_id.as_str(), key)) {
+                        return Err(Error::InvalidEvent {
+                            index,
+                            reason: format!("event id {id:?} appears twice in the request"),
+                        });
+                    }
+                    if let Some(v) = stream.and_then(|s| s.ids.get(&key).map(|v| (s, *v))) {
+                        found.push((v.0.partition, v.0.offsets[(v.1 - 1) as usize]));
+                        first_dup.get_or_insert((&part.entity_id, id));
+                    }
+                }
+                index += 1;
+            }
+        }
+        match first_dup {
+            None => Ok(None),
+            Some(_) if found.len() == index => Ok(Some(found)),
+            Some((entity_id, event_id)) => Err(Error::DuplicateEventId {
+                entity_id: entity_id.to_string(),
+                event_id: event_id.to_string(),
+            }),
+        }
+    }
+
+    /// Check each part's expected version against the stream as the earlier parts of
+    /// the same request leave it.
+    fn check_expected_versions(&self, request: &AppendRequest) -> Result<()> {
+        let mut overlay: HashMap<&str, u64> = HashMap::new();
+        for part in &request.streams {
+            let stored = || {
+                self.stream(&request.tenant, &part.entity_id)
+                    .map_or(0, |s| s.offsets.len() as u64)
+            };
+            let version = overlay
+                .get(part.entity_id.as_str())
+                .copied()
+                .unwrap_or_else(stored);
+            let current = (version > 0).then_some(version);
+            if !part.expected_version.is_satisfied_by(current) {
+                return Err(Error::WrongExpectedVersion {
+                    entity_id: part.entity_id.clone(),
+                    expected: part.expected_version,
+                    current,
+                });
+            }
+            overlay.insert(&part.entity_id, version + part.events.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Re-apply events read from the WAL on recovery, checking that versions, offsets
+    /// and positions continue without gaps.
+    pub fn replay(&mut self, events: &[RecordedEvent]) -> std::result::Result<(), String> {
+        for event in events {
+            if event.position != self.next_position {
+                return Err(format!(
+                    "event at position {}, expected {}",
+                    event.position, self.next_position
+                ));
+            }
+            let expected_partition =
+                partition_for(&event.tenant, &event.entity_id, self.partitions);
+            if event.partition != expected_partition {
+                return Err(format!(
+                    "stream {:?} recorded in partition {}, but routes to {expected_partition}",
+                    event.entity_id, event.partition
+                ));
+            }
+            let next_offset = &mut self.next_offsets[usize::from(event.partition)];
+            if event.offset != *next_offset {
+                return Err(format!(
+                    "partition {} offset {}, expected {}",
+                    event.partition, event.offset, next_offset
+                ));
+            }
+            *next_offset += 1;
+            let stream = stream_mut(
+                &mut self.streams,
+                &event.tenant,
+                &event.entity_id,
+                event.partition,
+            );
+            if event.version != stream.offsets.len() as u64 + 1 {
+                return Err(format!(
+                    "stream {:?} version {}, expected {}",
+                    event.entity_id,
+                    event.version,
+                    stream.offsets.len() + 1
+                ));
+            }
+            stream.offsets.push(event.offset);
+            stream.ids.insert(id_key(&event.event_id), event.version);
+            self.next_position += 1;
+            self.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Where the stream's versions `from_version..` live (all, durable or not).
+    pub fn locate(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Option<StreamLocation> {
+        let stream = self.stream(tenant, entity_id)?;
+        let skip = from_version
+            .saturating_sub(1)
+            .min(stream.offsets.len() as u64) as usize;
+        let end = skip.saturating_add(max).min(stream.offsets.len());
+        Some(StreamLocation {
+            partition: stream.partition,
+            offsets: stream.offsets[skip..end].to_vec(),
+        })
+    }
+
+    /// The stream's partition and the offsets of all its versions (durable or not).
+    pub fn stream_offsets(&self, tenant: &str, entity_id: &str) -> Option<(u16, &[u64])> {
+        self.stream(tenant, entity_id)
+            .map(|s| (s.partition, s.offsets.as_slice()))
+    }
+
+    /// (streams, events) assigned so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.streams.len() as u64, self.events)
+    }
+
+    fn stream(&self, tenant: &str, entity_id: &str) -> Option<&StreamState> {
+        self.streams.get(&StreamRef { tenant, entity_id })
+    }
+}
+
+/// The stream's state, created (in `partition`) if it is new.
+fn stream_mut<'a>(
+    streams: &'a mut HashMap<StreamKey, StreamState>,
+    tenant: &str,
+    entity_id: &str,
+    partition: u16,
+) -> &'a mut StreamState {
+    streams
+        .entry_ref(&StreamRef { tenant, entity_id })
+        .or_insert_with(|| StreamState {
+            partition,
+            ..Default::default()
+        })
+}
+
+impl From<&StreamRef<'_>> for StreamKey {
+    fn from(r: &StreamRef<'_>) -> Self {
+        StreamKey {
+            tenant: r.tenant.into(),
+            entity_id: r.entity_id.into(),
+        }
+    }
+}
+
+/// The 128-bit key of an event id: the UUID itself when the id is one, else a
+/// 128-bit hash of the text (two independent 64-bit hashes).
+fn id_key(id: &str) -> u128 {
+    if let Ok(uuid) = uuid::Uuid::try_parse(id) {
+        return uuid.as_u128();
+    }
+    let high = crate::partition::stable_hash("event-id", id);
+    let low = crate::partition::stable_hash(id, "event-id");
+    (u128::from(high) << 64) | u128::from(low)
+}
+
+/// Acks for a retried request, built from the events already in the log.
+pub(crate) fn retry_acks(events: &[RecordedEvent]) -> AppendResult {
+    AppendResult {
+        events: events
+            .iter()
+            .map(RecordedEvent::ack)
+            .collect::<Vec<EventAck>>(),
+        deduplicated: true,
+    }
+}

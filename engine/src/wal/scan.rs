@@ -1,0 +1,266 @@
+//! Reading segments back: recovery on open, and the `verify` report.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, FrameError, RECORD_MAGIC, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::error::{Error, IoContext, Result};
+use crate::event::RecordedEvent;
+
+/// What a segment's bytes turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentStatus {
+    /// Every byte belongs to a valid record.
+    Ok,
+    /// The final record is incomplete or damaged and nothing valid follows it: an
+    /// interrupted write. Recovery truncates the segment at `offset`.
+    TornTail {
+        /// Byte offset where the torn record starts.
+        offset: u64,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// Damage that cannot be an interrupted write.
+    Corrupt {
+        /// Byte offset of the first damaged record.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+}
+
+/// One segment's part of a [`VerifyReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Its id.
+    pub segment_id: u64,
+    /// Sequence of its first record (from the header).
+    pub first_sequence: u64,
+    /// Valid records read.
+    pub records: u64,
+    /// Events in those records.
+    pub events: u64,
+    /// Bytes up to the end of the last valid record.
+    pub valid_bytes: u64,
+    /// The file's size.
+    pub file_bytes: u64,
+    /// Whether the segment is whole, torn at the tail, or corrupt.
+    pub status: SegmentStatus,
+}
+
+/// The result of checking every WAL segment of a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// One entry per segment, in order.
+    pub segments: Vec<SegmentReport>,
+}
+
+impl VerifyReport {
+    /// The first corruption found, as the error opening the store would report.
+    pub fn corruption(&self) -> Option<Error> {
+        self.segments.iter().find_map(|s| match &s.status {
+            SegmentStatus::Corrupt { offset, reason } => Some(Error::Corrupt {
+                file: s.path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// Total valid records.
+    pub fn records(&self) -> u64 {
+        self.segments.iter().map(|s| s.records).sum()
+    }
+
+    /// Total events in valid records.
+    pub fn events(&self) -> u64 {
+        self.segments.iter().map(|s| s.events).sum()
+    }
+}
+
+/// Check every WAL segment under `data_dir`, decoding every record, without opening
+/// the store or changing any file.
+pub fn verify(data_dir: &Path) -> Result<VerifyReport> {
+    let wal_dir = data_dir.join(super::WAL_DIR);
+    if !wal_dir.is_dir() {
+        return Err(Error::Config(format!(
+            "{} has no WAL directory: is it an AllSource data directory?",
+            data_dir.display()
+        )));
+    }
+    let mut report = VerifyReport::default();
+    scan_dir(
+        &wal_dir,
+        |segment| report.segments.push(segment),
+        |_| Ok(()),
+    )?;
+    Ok(report)
+}
+
+/// Read every segment in `wal_dir` in order, calling `on_record` for each valid record
+/// with its decoded events, and `on_segment` with each segment's report. An error
+/// from `on_record` marks that record as corrupt. Scanning stops at the first
+/// corrupt segment. Returns the sequence the next record should have.
+pub(crate) fn scan_dir(
+    wal_dir: &Path,
+    mut on_segment: impl FnMut(SegmentReport),
+    mut on_record: impl FnMut(Vec<RecordedEvent>) -> std::result::Result<(), String>,
+) -> Result<u64> {
+    let ids = list_segments(wal_dir)?;
+    let mut next_sequence: Option<u64> = None;
+    for (i, id) in ids.iter().enumerate() {
+        let path = frame::segment_path(wal_dir, *id);
+        let bytes = fs::read(&path).context(|| format!("reading {}", path.display()))?;
+        let is_last = i + 1 == ids.len();
+        let report = scan_segment(&path, *id, &bytes, is_last, next_sequence, &mut on_record);
+        let corrupt = matches!(report.status, SegmentStatus::Corrupt { .. });
+        next_sequence = Some(report.first_sequence + report.records);
+        on_segment(report);
+        if corrupt {
+            break;
+        }
+    }
+    Ok(next_sequence.unwrap_or(0))
+}
+
+/// Segment ids present in `wal_dir`, ascending.
+pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<u64>> {
+    let entries = fs::read_dir(wal_dir).context(|| format!("listing {}", wal_dir.display()))?;
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", wal_dir.display()))?;
+        if let Some(id) = entry.file_name().to_str().and_then(frame::segment_id_of) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn scan_segment(
+    path: &Path,
+    id: u64,
+    bytes: &[u8],
+    is_last: bool,
+    expected_first: Option<u64>,
+    on_record: &mut impl FnMut(Vec<RecordedEvent>) -> std::result::Result<(), String>,
+) -> SegmentReport {
+    let mut report = SegmentReport {
+        path: path.to_path_buf(),
+        segment_id: id,
+        first_sequence: expected_first.unwrap_or(0),
+        records: 0,
+        events: 0,
+        valid_bytes: 0,
+        file_bytes: bytes.len() as u64,
+        status: SegmentStatus::Ok,
+    };
+    let corrupt = |offset: usize, reason: String| SegmentStatus::Corrupt {
+        offset: offset as u64,
+        reason,
+    };
+    let header = match SegmentHeader::decode(bytes) {
+        Ok(header) => header,
+        Err(reason) => {
+            report.status = corrupt(0, reason);
+            return report;
+        }
+    };
+    report.first_sequence = header.first_sequence;
+    if header.segment_id != id {
+        report.status = corrupt(0, format!("header names segment {}", header.segment_id));
+        return report;
+    }
+    if let Some(expected) = expected_first.filter(|e| *e != header.first_sequence) {
+        report.status = corrupt(
+            0,
+            format!(
+                "segment starts at sequence {}, expected {expected}",
+                header.first_sequence
+            ),
+        );
+        return report;
+    }
+    let mut at = SEGMENT_HEADER_BYTES;
+    report.valid_bytes = at as u64;
+    let mut expected_sequence = header.first_sequence;
+    while at < bytes.len() {
+        let (view, len) = match frame::decode_record(&bytes[at..]) {
+            Ok(found) => found,
+            Err(err) => {
+                let reason = match err {
+                    FrameError::Truncated => "record extends past the end of the file".to_string(),
+                    FrameError::Invalid(reason) => reason,
+                };
+                report.status = match valid_record_after(bytes, at + 1) {
+                    Some(next) => corrupt(
+                        at,
+                        format!("{reason}, yet a valid record follows at byte offset {next}"),
+                    ),
+                    None if !is_last => {
+                        corrupt(at, format!("{reason} in a segment that is not the last"))
+                    }
+                    None => SegmentStatus::TornTail {
+                        offset: at as u64,
+                        reason,
+                    },
+                };
+                return report;
+            }
+        };
+        let checked = check_record(view, id, expected_sequence).and_then(|()| {
+            let events = super::codec::decode_append(view.body)?;
+            let count = events.len() as u64;
+            on_record(events).map(|()| count)
+        });
+        match checked {
+            Ok(count) => report.events += count,
+            Err(reason) => {
+                report.status = corrupt(at, reason);
+                return report;
+            }
+        }
+        report.records += 1;
+        expected_sequence += 1;
+        at += len;
+        report.valid_bytes = at as u64;
+    }
+    report
+}
+
+fn check_record(
+    view: frame::RecordView<'_>,
+    segment_id: u64,
+    expected_sequence: u64,
+) -> std::result::Result<(), String> {
+    if view.segment_id != segment_id {
+        return Err(format!(
+            "record belongs to segment {}, found in segment {segment_id}",
+            view.segment_id
+        ));
+    }
+    if view.sequence != expected_sequence {
+        return Err(format!(
+            "record has sequence {}, expected {expected_sequence}",
+            view.sequence
+        ));
+    }
+    Ok(())
+}
+
+/// The offset of the first whole, valid record at or after `from`, if any.
+fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at + frame::RECORD_HEADER_BYTES <= bytes.len() {
+        let found = bytes[at..].windows(4).position(|w| w == RECORD_MAGIC)?;
+        at += found;
+        if frame::decode_record(&bytes[at..]).is_ok() {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}

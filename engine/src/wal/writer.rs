@@ -1,0 +1,140 @@
+//! The active segment: sealing records, writing groups, rotation, fsync.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::error::{IoContext, Result};
+use crate::meta::sync_dir;
+
+/// Appends groups of records to the newest segment, rotating when it is full.
+#[derive(Debug)]
+pub(crate) struct SegmentWriter {
+    wal_dir: PathBuf,
+    file: File,
+    segment_id: u64,
+    len: u64,
+    max_bytes: u64,
+}
+
+/// Where recovery left the newest segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    /// The newest segment's id.
+    pub segment_id: u64,
+    /// Bytes up to the end of its last valid record.
+    pub valid_bytes: u64,
+    /// Its size on disk (larger than `valid_bytes` after a torn write).
+    pub file_bytes: u64,
+}
+
+impl SegmentWriter {
+    /// Continue the newest segment (cutting off a torn tail), or create the first one.
+    pub fn open(
+        wal_dir: &Path,
+        tail: Option<Tail>,
+        next_sequence: u64,
+        max_bytes: u64,
+    ) -> Result<Self> {
+        let Some(tail) = tail else {
+            let file = create_segment(wal_dir, 1, next_sequence)?;
+            return Ok(Self {
+                wal_dir: wal_dir.to_path_buf(),
+                file,
+                segment_id: 1,
+                len: SEGMENT_HEADER_BYTES as u64,
+                max_bytes,
+            });
+        };
+        let path = frame::segment_path(wal_dir, tail.segment_id);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .context(|| format!("opening {}", path.display()))?;
+        if tail.file_bytes > tail.valid_bytes {
+            file.set_len(tail.valid_bytes)
+                .and_then(|()| file.sync_all())
+                .context(|| format!("truncating the torn tail of {}", path.display()))?;
+        }
+        Ok(Self {
+            wal_dir: wal_dir.to_path_buf(),
+            file,
+            segment_id: tail.segment_id,
+            len: tail.valid_bytes,
+            max_bytes,
+        })
+    }
+
+    /// Seal and write a group of finished records; `records` holds each record's
+    /// start in `buf`. Rotates first when the segment is full, so a record never
+    /// spans two segments.
+    pub fn write_group(&mut self, buf: &mut [u8], records: &[usize]) -> Result<()> {
+        let Some(&first) = records.first() else {
+            return Ok(());
+        };
+        if self.len >= self.max_bytes {
+            self.rotate(frame::record_sequence(&buf[first..]))?;
+        }
+        for (i, start) in records.iter().enumerate() {
+            let end = records.get(i + 1).copied().unwrap_or(buf.len());
+            frame::seal_record(&mut buf[*start..end], self.segment_id);
+        }
+        let path = self.path();
+        self.file
+            .write_all(buf)
+            .context(|| format!("writing to {}", path.display()))?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Make everything written so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        let path = self.path();
+        self.file
+            .sync_data()
+            .context(|| format!("fsync of {}", path.display()))
+    }
+
+    /// The active segment's id and size.
+    pub fn position(&self) -> (u64, u64) {
+        (self.segment_id, self.len)
+    }
+
+    fn rotate(&mut self, first_sequence: u64) -> Result<()> {
+        self.sync()?;
+        let next = self.segment_id + 1;
+        self.file = create_segment(&self.wal_dir, next, first_sequence)?;
+        self.segment_id = next;
+        self.len = SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    fn path(&self) -> PathBuf {
+        frame::segment_path(&self.wal_dir, self.segment_id)
+    }
+}
+
+/// Create segment `id` atomically: header into a temporary file, fsync, rename into
+/// place, fsync the directory. Returns the file, positioned after the header.
+fn create_segment(wal_dir: &Path, id: u64, first_sequence: u64) -> Result<File> {
+    let path = frame::segment_path(wal_dir, id);
+    let tmp = path.with_extension("wal.tmp");
+    let header = SegmentHeader {
+        segment_id: id,
+        first_sequence,
+    }
+    .encode();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(&header)
+        .and_then(|()| file.sync_all())
+        .context(|| format!("writing the header of {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).context(|| format!("renaming {} into place", tmp.display()))?;
+    sync_dir(wal_dir)?;
+    Ok(file)
+}
