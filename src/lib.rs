@@ -1,1 +1,9 @@
-//! placeholder
+//! AllSource: an event store and stream-processing engine built on Apache DataFusion.
+//!
+//! This facade re-exports the workspace's crates and holds the command-line program
+//! (`allsource serve`, `allsource verify`). The event log itself lives in
+//! [`engine`]; see [`engine::EventStore`].
+
+pub mod cli;
+
+pub use allsource_engine as engine;

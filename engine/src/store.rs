@@ -72,7 +72,8 @@ pub(crate) struct Shared {
     /// The first position not yet visible to readers.
     pub head: watch::Sender<u64>,
     pub counters: WalCounters,
-    _lock: File,
+    /// The data directory's lock, released when the store closes.
+    lock: Mutex<Option<File>>,
 }
 
 /// What the state lock guards.
@@ -200,7 +201,7 @@ impl EventStore {
             buffer,
             head,
             counters: WalCounters::default(),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -380,8 +381,9 @@ impl EventStore {
         self.inner.shared.config.durability
     }
 
-    /// Stop accepting appends, write and fsync what is pending, and stop the writer.
-    /// Returns the WAL's failure, if it had one. Idempotent.
+    /// Stop accepting appends, write and fsync what is pending, stop the writer and
+    /// release the data directory. Returns the WAL's failure, if it had one.
+    /// Idempotent; dropping the last handle closes the store too.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
     }
@@ -427,6 +429,8 @@ impl Inner {
                 .join()
                 .map_err(|_| Error::Internal("the WAL writer thread panicked".into()))?;
         }
+        // The writer has stopped: nothing touches the directory any more.
+        self.shared.lock.lock().take();
         match &self.shared.state.lock().failure {
             Some(message) => Err(Error::WalFailed(message.clone())),
             None => Ok(()),

@@ -1,0 +1,4 @@
+//! Cross-crate integration tests: one test binary, a module per area.
+
+mod log;
+mod util;

@@ -1,0 +1,46 @@
+//! Shared helpers for the integration tests.
+
+use std::path::Path;
+
+use allsource::engine::{
+    AppendRequest, AppendResult, Durability, EventData, EventStore, ExpectedVersion, StoreConfig,
+};
+
+/// A store in `dir` with the given durability.
+pub fn open(dir: &Path, durability: Durability) -> EventStore {
+    EventStore::open(StoreConfig::new(dir).with_durability(durability))
+        .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()))
+}
+
+/// An event with a small JSON payload carrying `n`.
+pub fn event(event_type: &str, n: u64) -> EventData {
+    EventData::new(
+        event_type,
+        format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(40)),
+    )
+}
+
+/// Append `events` to one stream of tenant `t`.
+pub async fn append(
+    store: &EventStore,
+    entity_id: &str,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+) -> allsource::engine::Result<AppendResult> {
+    store
+        .append(AppendRequest::new("t").stream(entity_id, expected, events))
+        .await
+}
+
+/// The path of the only (or newest) WAL segment of a store.
+pub fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    segments
+        .pop()
+        .unwrap_or_else(|| panic!("no segment in {}", dir.display()))
+}
