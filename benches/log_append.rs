@@ -1,1 +1,200 @@
-fn main() {}
+//! Macro benchmark of the event log's append path, printed as a Markdown table.
+//!
+//! Scenarios (in-process, ~200-byte JSON payloads, one stream per request, streams
+//! drawn from 10,000 entities):
+//! - one appender sending batches of 1, 100 and 1000 events, durability `never`;
+//! - 8 concurrent appenders sending batches of 1000, durability `always`;
+//! - 64 concurrent single-event appenders, durability `always`.
+//!
+//! The disk's own fsync latency (4 KiB write + fdatasync, in the same directory) is
+//! measured in the same run so the durable figures can be read against it.
+//!
+//! Run: `cargo bench --bench log_append` (`-- --quick` for a short run). Under
+//! `cargo test` (no `--bench` argument) it runs a tiny smoke version. Set
+//! `ALLSOURCE_BENCH_DIR` to put the stores on another disk (default: `target/bench-data`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allsource::engine::{
+    AppendRequest, Durability, EventData, EventStore, ExpectedVersion, StoreConfig,
+};
+
+struct Row {
+    scenario: String,
+    events: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let benching = args.iter().any(|a| a == "--bench");
+    let scale = match (benching, args.iter().any(|a| a == "--quick")) {
+        (false, _) => 1000,
+        (true, true) => 10,
+        (true, false) => 1,
+    };
+    let base = std::env::var("ALLSOURCE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/bench-data"));
+    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let fsync = fsync_latencies(&base, 1000 / scale as usize);
+    let mut rows = Vec::new();
+    for (batch, total) in [(1u64, 200_000u64), (100, 2_000_000), (1000, 2_000_000)] {
+        let name = format!("1 appender, batches of {batch}, durability never");
+        rows.push(runtime.block_on(run(
+            &base,
+            &name,
+            Durability::Never,
+            1,
+            batch,
+            total / scale,
+        )));
+    }
+    let name = "8 appenders, batches of 1000, durability always";
+    rows.push(runtime.block_on(run(
+        &base,
+        name,
+        Durability::Always,
+        8,
+        1000,
+        2_000_000 / scale,
+    )));
+    let name = "64 appenders, single events, durability always";
+    rows.push(runtime.block_on(run(&base, name, Durability::Always, 64, 1, 320_000 / scale)));
+
+    print_table(&fsync, &rows);
+}
+
+/// Append `total` events from `appenders` tasks, `batch` events per request.
+async fn run(
+    base: &Path,
+    name: &str,
+    durability: Durability,
+    appenders: u64,
+    batch: u64,
+    total: u64,
+) -> Row {
+    let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(StoreConfig::new(dir.path()).with_durability(durability))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let payload: Arc<str> = Arc::from(payload());
+    let per_appender = total / appenders / batch;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|a| {
+            let store = store.clone();
+            let payload = Arc::clone(&payload);
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_appender as usize);
+                for i in 0..per_appender {
+                    let entity = format!("entity-{}", (a * 7919 + i) % 10_000);
+                    let events = (0..batch)
+                        .map(|_| EventData::new("order.placed", &*payload))
+                        .collect();
+                    let request =
+                        AppendRequest::new("bench").stream(entity, ExpectedVersion::Any, events);
+                    let t = Instant::now();
+                    store
+                        .append(request)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let events = per_appender * appenders * batch;
+    let stats = store.stats();
+    assert_eq!(stats.events, events, "every event appended");
+    eprintln!(
+        "{name}: {events} events in {seconds:.2}s, {} group commits, {} fsyncs",
+        stats.wal.groups, stats.wal.fsyncs
+    );
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    Row {
+        scenario: name.to_string(),
+        events,
+        seconds,
+        latencies,
+    }
+}
+
+/// A ~200-byte JSON payload.
+fn payload() -> String {
+    let text = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","tier":"gold"},"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"total":45.48,"currency":"EUR","channel":"web"}"#;
+    debug_assert!((190..=210).contains(&text.len()));
+    text.to_string()
+}
+
+/// Latency of a 4 KiB write + fdatasync on the benchmark's disk.
+fn fsync_latencies(base: &Path, rounds: usize) -> Vec<Duration> {
+    let path = base.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let block = vec![7u8; 4096];
+    let mut latencies = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        file.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        file.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        latencies.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn print_table(fsync: &[Duration], rows: &[Row]) {
+    let mut fsync = fsync.to_vec();
+    fsync.sort_unstable();
+    let fsync_p99 = percentile(&fsync, 0.99);
+    println!(
+        "Disk fsync (4 KiB write + fdatasync), {} samples: p50 {} µs, p99 {} µs\n",
+        fsync.len(),
+        micros(percentile(&fsync, 0.5)),
+        micros(fsync_p99)
+    );
+    println!(
+        "| scenario | events | events/s | request p50 (µs) | request p99 (µs) | p99 / disk fsync p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let mut latencies = row.latencies.clone();
+        latencies.sort_unstable();
+        let p99 = percentile(&latencies, 0.99);
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {:.2} |",
+            row.scenario,
+            row.events,
+            row.events as f64 / row.seconds,
+            micros(percentile(&latencies, 0.5)),
+            micros(p99),
+            p99.as_secs_f64() / fsync_p99.as_secs_f64().max(1e-9),
+        );
+    }
+}

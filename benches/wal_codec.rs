@@ -1,1 +1,86 @@
-fn main() {}
+//! Micro benchmarks of the append path's building blocks.
+//!
+//! - `partition_for`: routing one stream identity (the stable hash);
+//! - `events_to_batch/N`: building the Arrow batch of N ~200-byte events, which the
+//!   WAL writer does for every group commit;
+//! - `append_never/N`: one in-process append of N events with durability `never`
+//!   (validation, sequencing, WAL encoding and write, Arrow publish).
+
+// criterion_group! generates a public function without docs.
+#![allow(missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+use allsource::engine::{
+    AppendRequest, Durability, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreConfig,
+    event_schema, events_to_batch, partition_for,
+};
+
+const PAYLOAD: &str = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","tier":"gold"},"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"total":45.48,"currency":"EUR","channel":"web"}"#;
+
+fn recorded(n: u64) -> RecordedEvent {
+    RecordedEvent {
+        tenant: "bench".into(),
+        entity_id: format!("entity-{n}"),
+        event_type: "order.placed".into(),
+        version: 1,
+        partition: 3,
+        offset: n,
+        position: n,
+        event_id: "0192f0c1-0000-7000-8000-000000000001".into(),
+        timestamp_micros: 1_700_000_000_000_000,
+        ingested_at_micros: 1_700_000_000_000_000,
+        payload: PAYLOAD.into(),
+        metadata: None,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    c.bench_function("partition_for", |b| {
+        b.iter(|| partition_for("bench", "entity-123456", 32))
+    });
+
+    let schema = event_schema();
+    let mut group = c.benchmark_group("events_to_batch");
+    for n in [1u64, 100, 1000] {
+        let events: Vec<_> = (0..n).map(recorded).collect();
+        let refs: Vec<&RecordedEvent> = events.iter().collect();
+        group.throughput(Throughput::Elements(n));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &refs, |b, refs| {
+            b.iter(|| events_to_batch(&schema, refs))
+        });
+    }
+    group.finish();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(StoreConfig::new(dir.path()).with_durability(Durability::Never))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("append_never");
+    for n in [1u64, 100, 1000] {
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                let events = (0..n)
+                    .map(|_| EventData::new("order.placed", PAYLOAD))
+                    .collect();
+                let request =
+                    AppendRequest::new("bench").stream("entity-1", ExpectedVersion::Any, events);
+                runtime
+                    .block_on(store.append(request))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = micro;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(micro);

@@ -31,6 +31,7 @@ mod commit;
 mod config;
 mod error;
 mod event;
+mod event_id;
 mod meta;
 mod partition;
 mod sequencer;

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::event::{AppendRequest, AppendResult, EventAck, RecordedEvent};
+use crate::event_id::IdGenerator;
 use crate::partition::partition_for;
 use crate::wal::{codec, frame};
 
@@ -82,6 +83,7 @@ pub(crate) struct Sequencer {
     streams: HashMap<StreamKey, StreamState>,
     next_offsets: Vec<u64>,
     events: u64,
+    ids: IdGenerator,
     /// Position the next event gets.
     pub next_position: u64,
     /// Sequence the next WAL record gets.
@@ -95,6 +97,7 @@ impl Sequencer {
             streams: HashMap::new(),
             next_offsets: vec![0; usize::from(partitions)],
             events: 0,
+            ids: IdGenerator::new(),
             next_position: 0,
             next_sequence: 0,
         }
@@ -126,10 +129,7 @@ impl Sequencer {
                         let key = id_key(&id);
                         (id, key)
                     }
-                    None => {
-                        let id = uuid::Uuid::now_v7();
-                        (id.to_string(), id.as_u128())
-                    }
+                    None => self.ids.next(now_micros),
                 };
                 let offset = self.next_offsets[usize::from(partition)];
                 self.next_offsets[usize::from(partition)] += 1;
