@@ -75,6 +75,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives once "serving" is logged must be caught.
+        let shutdown = shutdown_signals()?;
         let store = EventStore::open(config)?;
         let stats = store.stats();
         tracing::info!(
@@ -83,7 +85,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             events = stats.events,
             "serving; stop with SIGINT or SIGTERM"
         );
-        wait_for_shutdown().await?;
+        shutdown.await?;
         tracing::info!("shutting down");
         store.close()?;
         tracing::info!("store closed cleanly");
@@ -91,14 +93,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn wait_for_shutdown() -> anyhow::Result<()> {
+/// Install the SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = terminate.recv() => {}
-    }
-    Ok(())
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {

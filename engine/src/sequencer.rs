@@ -122,7 +122,7 @@ impl Sequencer {
         let tenant = request.tenant;
         for part in request.streams {
             let partition = partition_for(&tenant, &part.entity_id, self.partitions);
-            let stream = stream_mut(&mut self.streams, &tenant, &part.entity_id, partition);
+            let stream = stream_mut(&mut self.streams, &tenant, &part.entity_id, partition)?;
             for data in part.events {
                 let (event_id, key) = match data.event_id {
                     Some(id) => {
@@ -259,7 +259,8 @@ impl Sequencer {
                 &event.tenant,
                 &event.entity_id,
                 event.partition,
-            );
+            )
+            .map_err(|e| e.to_string())?;
             if event.version != stream.offsets.len() as u64 + 1 {
                 return Err(format!(
                     "stream {:?} version {}, expected {}",
@@ -317,13 +318,18 @@ fn stream_mut<'a>(
     tenant: &str,
     entity_id: &str,
     partition: u16,
-) -> &'a mut StreamState {
-    streams
-        .entry_ref(&StreamRef { tenant, entity_id })
-        .or_insert_with(|| StreamState {
+) -> Result<&'a mut StreamState> {
+    let key = StreamRef { tenant, entity_id };
+    if !streams.contains_key(&key) {
+        let state = StreamState {
             partition,
             ..Default::default()
-        })
+        };
+        streams.insert(StreamKey::from(&key), state);
+    }
+    streams
+        .get_mut(&key)
+        .ok_or_else(|| Error::Internal(format!("stream {entity_id:?} vanished after insertion")))
 }
 
 impl From<&StreamRef<'_>> for StreamKey {

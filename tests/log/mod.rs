@@ -5,6 +5,7 @@ mod concurrency;
 mod crash;
 mod model;
 mod recovery;
+mod serve;
 
 /// The `n` field of a test payload.
 fn recovery_n(payload: &str) -> u64 {
