@@ -32,6 +32,16 @@ pub async fn append(
         .await
 }
 
+/// Append events `0..n` one per request, event `i` to stream `{prefix}{i % streams}`.
+pub async fn fill(store: &EventStore, n: u64, prefix: &str, streams: u64) {
+    for i in 0..n {
+        let entity_id = format!("{prefix}{}", i % streams);
+        append(store, &entity_id, ExpectedVersion::Any, vec![event("x", i)])
+            .await
+            .unwrap_or_else(|e| panic!("appending event {i}: {e}"));
+    }
+}
+
 /// The path of the only (or newest) WAL segment of a store.
 pub fn newest_segment(dir: &Path) -> std::path::PathBuf {
     let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))

@@ -447,7 +447,12 @@ impl Drop for Inner {
 }
 
 /// Take the data directory's lock, so that one process at a time owns it.
+///
+/// A lock just released can look held for a moment: a child process forked by
+/// another thread shares the descriptor until its exec closes it. So a held lock is
+/// retried for up to `LOCK_WAIT` before it is reported.
 fn lock_dir(dir: &Path) -> Result<File> {
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
     let path = dir.join(LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -455,10 +460,18 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e));
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use tokio::sync::watch;
 
 use crate::buffer::{columns, event_at};
@@ -135,7 +135,7 @@ impl Subscription {
                             .is_none_or(|e| entity.value(row) == e)
                         && (self.filter.event_types.is_empty()
                             || self.filter.event_types.iter().any(|t| kind.value(row) == t));
-                    if wanted && kind.is_valid(row) {
+                    if wanted {
                         events.push(event_at(&batch, row));
                     }
                 }

@@ -7,7 +7,7 @@ use allsource::engine::{
     StoreConfig, SubscriptionFilter,
 };
 
-use crate::util::{append, event, open};
+use crate::util::{append, event, fill, open};
 
 #[tokio::test]
 async fn expected_version_forms_are_enforced_and_conflicts_carry_the_current_version() {
@@ -273,16 +273,7 @@ async fn read_partition_returns_offsets_in_order_and_rejects_unknown_partitions(
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = EventStore::open(StoreConfig::new(dir.path()).with_partitions(4))
         .unwrap_or_else(|e| panic!("{e}"));
-    for i in 0..200 {
-        append(
-            &store,
-            &format!("e{}", i % 10),
-            ExpectedVersion::Any,
-            vec![event("x", i)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    fill(&store, 200, "e", 10).await;
     let mut total = 0;
     for p in 0..4 {
         let batches = store
@@ -325,16 +316,7 @@ async fn read_partition_returns_offsets_in_order_and_rejects_unknown_partitions(
 async fn subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = open(dir.path(), Durability::Never);
-    for i in 0..500 {
-        append(
-            &store,
-            &format!("e{}", i % 13),
-            ExpectedVersion::Any,
-            vec![event("x", i)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    fill(&store, 500, "e", 13).await;
     let mut subscription = store.subscribe("t", 0, SubscriptionFilter::all());
     let writer = {
         let store = store.clone();

@@ -6,7 +6,7 @@ use std::process::Command;
 use allsource::engine::wal::{self, SegmentStatus};
 use allsource::engine::{Durability, Error, EventStore, ExpectedVersion, StoreConfig};
 
-use crate::util::{append, event, newest_segment, open};
+use crate::util::{append, event, fill, newest_segment, open};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("wal")).unwrap_or_else(|e| panic!("{e}"));
@@ -24,16 +24,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Returns the segment bytes and the byte range of the final record.
 async fn store_with_final_record(dir: &Path, n: u64) -> (Vec<u8>, std::ops::Range<usize>) {
     let store = open(dir, Durability::Never);
-    for i in 0..n {
-        append(
-            &store,
-            &format!("e{}", i % 3),
-            ExpectedVersion::Any,
-            vec![event("x", i)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    fill(&store, n, "e", 3).await;
     store.close().unwrap_or_else(|e| panic!("{e}"));
     let before = std::fs::metadata(newest_segment(dir))
         .map(|m| m.len())
@@ -196,16 +187,7 @@ async fn rotation_and_reopen_keep_every_event_in_order() {
         .with_wal_segment_bytes(4096)
         .with_durability(Durability::Always);
     let store = EventStore::open(config.clone()).unwrap_or_else(|e| panic!("{e}"));
-    for i in 0..300 {
-        append(
-            &store,
-            &format!("s{}", i % 7),
-            ExpectedVersion::Any,
-            vec![event("x", i)],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    fill(&store, 300, "s", 7).await;
     store.close().unwrap_or_else(|e| panic!("{e}"));
     let report = wal::verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert!(
