@@ -9,13 +9,16 @@
 //! The disk's own fsync latency (4 KiB write + fdatasync, in the same directory) is
 //! measured in the same run so the durable figures can be read against it.
 //!
-//! Run: `cargo bench --bench log_append` (`-- --quick` for a short run). Under
+//! Requests are built before the clock starts: the figures are the store's work, not
+//! the client's.
+//!
+//! Run: `cargo bench --bench log_append` (`-- --quick` for a short run; any other
+//! argument keeps only the scenarios whose name contains it). Under
 //! `cargo test` (no `--bench` argument) it runs a tiny smoke version. Set
 //! `ALLSOURCE_BENCH_DIR` to put the stores on another disk (default: `target/bench-data`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allsource::engine::{
@@ -46,30 +49,34 @@ fn main() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
 
+    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with("--")).collect();
     let fsync = fsync_latencies(&base, 1000 / scale as usize);
+    let scenarios = [
+        (Durability::Never, 1, 1, 200_000),
+        (Durability::Never, 1, 100, 2_000_000),
+        (Durability::Never, 1, 1000, 2_000_000),
+        (Durability::Always, 8, 1000, 2_000_000),
+        (Durability::Always, 64, 1, 320_000),
+    ];
     let mut rows = Vec::new();
-    for (batch, total) in [(1u64, 200_000u64), (100, 2_000_000), (1000, 2_000_000)] {
-        let name = format!("1 appender, batches of {batch}, durability never");
+    for (durability, appenders, batch, total) in scenarios {
+        let name = match (appenders, batch) {
+            (1, _) => format!("1 appender, batches of {batch}, durability {durability}"),
+            (_, 1) => format!("{appenders} appenders, single events, durability {durability}"),
+            _ => format!("{appenders} appenders, batches of {batch}, durability {durability}"),
+        };
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
         rows.push(runtime.block_on(run(
             &base,
             &name,
-            Durability::Never,
-            1,
+            durability,
+            appenders,
             batch,
             total / scale,
         )));
     }
-    let name = "8 appenders, batches of 1000, durability always";
-    rows.push(runtime.block_on(run(
-        &base,
-        name,
-        Durability::Always,
-        8,
-        1000,
-        2_000_000 / scale,
-    )));
-    let name = "64 appenders, single events, durability always";
-    rows.push(runtime.block_on(run(&base, name, Durability::Always, 64, 1, 320_000 / scale)));
 
     print_table(&fsync, &rows);
 }
@@ -86,22 +93,29 @@ async fn run(
     let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
     let store = EventStore::open(StoreConfig::new(dir.path()).with_durability(durability))
         .unwrap_or_else(|e| panic!("{e}"));
-    let payload: Arc<str> = Arc::from(payload());
+    let payload = payload();
     let per_appender = total / appenders / batch;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..appenders)
+    let requests: Vec<Vec<AppendRequest>> = (0..appenders)
         .map(|a| {
-            let store = store.clone();
-            let payload = Arc::clone(&payload);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_appender as usize);
-                for i in 0..per_appender {
+            (0..per_appender)
+                .map(|i| {
                     let entity = format!("entity-{}", (a * 7919 + i) % 10_000);
                     let events = (0..batch)
-                        .map(|_| EventData::new("order.placed", &*payload))
+                        .map(|_| EventData::new("order.placed", payload.as_str()))
                         .collect();
-                    let request =
-                        AppendRequest::new("bench").stream(entity, ExpectedVersion::Any, events);
+                    AppendRequest::new("bench").stream(entity, ExpectedVersion::Any, events)
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|requests| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(requests.len());
+                for request in requests {
                     let t = Instant::now();
                     store
                         .append(request)

@@ -1,5 +1,7 @@
 //! Micro benchmarks of the append path's building blocks.
 //!
+//! - `json_check_200B`: checking that a ~200-byte payload is JSON, against a full
+//!   parser skipping the value;
 //! - `partition_for`: routing one stream identity (the stable hash);
 //! - `events_to_batch/N`: building the Arrow batch of N ~200-byte events, which the
 //!   WAL writer does for every group commit;
@@ -13,7 +15,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use allsource::engine::{
     AppendRequest, Durability, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreConfig,
-    event_schema, events_to_batch, partition_for,
+    event_schema, events_to_batch, json, partition_for,
 };
 
 const PAYLOAD: &str = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","tier":"gold"},"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"total":45.48,"currency":"EUR","channel":"web"}"#;
@@ -39,6 +41,14 @@ fn benches(c: &mut Criterion) {
     c.bench_function("partition_for", |b| {
         b.iter(|| partition_for("bench", "entity-123456", 32))
     });
+
+    let mut group = c.benchmark_group("json_check_200B");
+    group.throughput(Throughput::Bytes(PAYLOAD.len() as u64));
+    group.bench_function("allsource", |b| b.iter(|| json::validate(PAYLOAD)));
+    group.bench_function("serde_json_ignored_any", |b| {
+        b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(PAYLOAD).is_ok())
+    });
+    group.finish();
 
     let schema = event_schema();
     let mut group = c.benchmark_group("events_to_batch");

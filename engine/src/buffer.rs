@@ -14,14 +14,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array,
+    Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray, UInt16Array,
     UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt16Type, UInt64Type};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
+use crate::event::{EventRow, RecordedEvent};
 
 /// How many trailing batches of one size class are merged into one.
 const MERGE_FANIN: usize = 16;
@@ -75,38 +75,109 @@ pub fn event_schema() -> SchemaRef {
 
 /// Build a batch from events (all of one partition, in offset order).
 pub fn events_to_batch(schema: &SchemaRef, events: &[&RecordedEvent]) -> Result<RecordBatch> {
-    let strings = |f: fn(&RecordedEvent) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(events.iter().map(|e| f(e))))
-    };
-    let u64s = |f: fn(&RecordedEvent) -> u64| -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(events.iter().map(|e| f(e))))
-    };
-    let times = |f: fn(&RecordedEvent) -> i64| -> ArrayRef {
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| f(e)))
-                .with_timezone("UTC"),
-        )
-    };
-    let columns = vec![
-        strings(|e| &e.tenant),
-        strings(|e| &e.entity_id),
-        strings(|e| &e.event_type),
-        u64s(|e| e.version),
-        Arc::new(UInt16Array::from_iter_values(
-            events.iter().map(|e| e.partition),
-        )) as ArrayRef,
-        u64s(|e| e.offset),
-        u64s(|e| e.position),
-        strings(|e| &e.event_id),
-        times(|e| e.timestamp_micros),
-        times(|e| e.ingested_at_micros),
-        strings(|e| &e.payload),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|e| e.metadata.as_deref()),
-        )),
-    ];
-    RecordBatch::try_new(Arc::clone(schema), columns)
-        .map_err(|e| Error::Internal(format!("building an event batch: {e}")))
+    let mut builder = BatchBuilder::with_capacity(events.len(), 0);
+    for event in events {
+        builder.push(&event.row());
+    }
+    builder.finish(schema).map(|sealed| sealed.batch)
+}
+
+/// One partition's rows being gathered into a batch, column by column: a group
+/// commit's share of the partition, or a chunk of recovery.
+#[derive(Debug, Default)]
+pub(crate) struct BatchBuilder {
+    partition: u16,
+    first_offset: u64,
+    first_position: u64,
+    last_position: u64,
+    tenant: StringBuilder,
+    entity_id: StringBuilder,
+    event_type: StringBuilder,
+    version: Vec<u64>,
+    offset: Vec<u64>,
+    position: Vec<u64>,
+    event_id: StringBuilder,
+    timestamp: Vec<i64>,
+    ingested_at: Vec<i64>,
+    payload: StringBuilder,
+    metadata: StringBuilder,
+}
+
+impl BatchBuilder {
+    /// Room for `rows` rows holding `payload_bytes` of payload.
+    pub fn with_capacity(rows: usize, payload_bytes: usize) -> Self {
+        let strings =
+            |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+        Self {
+            tenant: strings(8),
+            entity_id: strings(16),
+            event_type: strings(16),
+            version: Vec::with_capacity(rows),
+            offset: Vec::with_capacity(rows),
+            position: Vec::with_capacity(rows),
+            event_id: strings(36),
+            timestamp: Vec::with_capacity(rows),
+            ingested_at: Vec::with_capacity(rows),
+            payload: StringBuilder::with_capacity(rows, payload_bytes),
+            metadata: StringBuilder::with_capacity(rows, 0),
+            ..Self::default()
+        }
+    }
+
+    /// Add a row; rows come in offset order.
+    pub fn push(&mut self, row: &EventRow<'_>) {
+        if self.version.is_empty() {
+            self.partition = row.partition;
+            self.first_offset = row.offset;
+            self.first_position = row.position;
+        }
+        self.last_position = row.position;
+        self.tenant.append_value(row.tenant);
+        self.entity_id.append_value(row.entity_id);
+        self.event_type.append_value(row.event_type);
+        self.version.push(row.version);
+        self.offset.push(row.offset);
+        self.position.push(row.position);
+        self.event_id.append_value(row.event_id);
+        self.timestamp.push(row.timestamp_micros);
+        self.ingested_at.push(row.ingested_at_micros);
+        self.payload.append_value(row.payload);
+        self.metadata.append_option(row.metadata);
+    }
+
+    /// Rows added so far.
+    pub fn len(&self) -> usize {
+        self.version.len()
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<Sealed> {
+        let times = |values: Vec<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+        };
+        let rows = self.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.entity_id.finish()),
+            Arc::new(self.event_type.finish()),
+            Arc::new(UInt64Array::from(self.version)),
+            Arc::new(UInt16Array::from(vec![self.partition; rows])),
+            Arc::new(UInt64Array::from(self.offset)),
+            Arc::new(UInt64Array::from(self.position)),
+            Arc::new(self.event_id.finish()),
+            times(self.timestamp),
+            times(self.ingested_at),
+            Arc::new(self.payload.finish()),
+            Arc::new(self.metadata.finish()),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(|e| Error::Internal(format!("building an event batch: {e}")))?;
+        Ok(Sealed {
+            first_offset: self.first_offset,
+            first_position: self.first_position,
+            last_position: self.last_position,
+            batch,
+        })
+    }
 }
 
 /// Decode row `row` of an event batch.
@@ -150,18 +221,64 @@ struct Sealed {
     batch: RecordBatch,
 }
 
-/// One partition's batches.
+/// One partition: sealed batches, then the open tail that publishing appends to.
 #[derive(Debug, Default)]
-struct PartitionBuffer {
-    batches: RwLock<Vec<Sealed>>,
+pub(crate) struct PartitionState {
+    sealed: Vec<Sealed>,
+    tail: BatchBuilder,
+    /// The first offset not yet published.
+    end_offset: u64,
+}
+
+impl PartitionState {
+    /// First position held by the tail, if it holds any row.
+    fn tail_first_position(&self) -> Option<u64> {
+        (self.tail.len() > 0).then_some(self.tail.first_position)
+    }
+
+    fn tail_first_offset(&self) -> u64 {
+        self.end_offset - self.tail.len() as u64
+    }
 }
 
 /// Every partition's buffer.
 #[derive(Debug)]
 pub struct LogBuffer {
     schema: SchemaRef,
-    partitions: Vec<PartitionBuffer>,
+    partitions: Vec<RwLock<PartitionState>>,
     target_rows: usize,
+}
+
+/// Publishes rows: holds the write lock of each partition it has touched until it is
+/// dropped, so readers see each partition's rows of one group commit all at once.
+pub(crate) struct Publisher<'a> {
+    buffer: &'a LogBuffer,
+    guards: Vec<Option<RwLockWriteGuard<'a, PartitionState>>>,
+}
+
+impl Publisher<'_> {
+    /// Append a row to its partition (rows come in offset order).
+    pub fn push(&mut self, row: &EventRow<'_>) -> Result<()> {
+        let partition = usize::from(row.partition);
+        let slot = self.guards.get_mut(partition).ok_or_else(|| {
+            Error::Internal(format!(
+                "row for partition {partition}, which does not exist"
+            ))
+        })?;
+        let state = slot.get_or_insert_with(|| self.buffer.partitions[partition].write());
+        if row.offset != state.end_offset {
+            return Err(Error::Internal(format!(
+                "partition {partition}: row at offset {}, expected {}",
+                row.offset, state.end_offset
+            )));
+        }
+        state.tail.push(row);
+        state.end_offset += 1;
+        if state.tail.len() >= self.buffer.target_rows {
+            self.buffer.seal_tail(state)?;
+        }
+        Ok(())
+    }
 }
 
 impl LogBuffer {
@@ -169,37 +286,48 @@ impl LogBuffer {
     pub fn new(partitions: u16, target_rows: usize) -> Self {
         Self {
             schema: event_schema(),
-            partitions: (0..partitions)
-                .map(|_| PartitionBuffer::default())
-                .collect(),
+            partitions: (0..partitions).map(|_| RwLock::default()).collect(),
             target_rows,
         }
     }
 
-    /// Publish events (in position order, offsets continuing each partition).
-    pub fn publish(&self, events: &[RecordedEvent]) -> Result<()> {
-        let mut by_partition: Vec<Vec<&RecordedEvent>> = vec![Vec::new(); self.partitions.len()];
-        for event in events {
-            by_partition[usize::from(event.partition)].push(event);
+    /// A publisher; the rows it pushes become visible as it releases each partition.
+    pub fn publisher(&self) -> Publisher<'_> {
+        Publisher {
+            buffer: self,
+            guards: (0..self.partitions.len()).map(|_| None).collect(),
         }
-        for (partition, events) in by_partition.iter().enumerate() {
-            let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                continue;
-            };
-            let sealed = Sealed {
-                first_offset: first.offset,
-                first_position: first.position,
-                last_position: last.position,
-                batch: events_to_batch(&self.schema, events)?,
-            };
-            let mut batches = self.partitions[partition].batches.write();
-            batches.push(sealed);
-            self.merge_tail(&mut batches)?;
-        }
-        Ok(())
     }
 
-    fn merge_tail(&self, batches: &mut Vec<Sealed>) -> Result<()> {
+    /// Turn the tail into a sealed batch, merging small sealed batches behind it.
+    fn seal_tail(&self, state: &mut PartitionState) -> Result<()> {
+        if state.tail.len() == 0 {
+            return Ok(());
+        }
+        let sealed = std::mem::take(&mut state.tail).finish(&self.schema)?;
+        state.sealed.push(sealed);
+        self.merge_sealed(&mut state.sealed)
+    }
+
+    /// The partition for reading, with its tail sealed first if `reads_tail` says the
+    /// read reaches into it.
+    fn read_state(
+        &self,
+        partition: u16,
+        reads_tail: impl Fn(&PartitionState) -> bool,
+    ) -> Result<RwLockReadGuard<'_, PartitionState>> {
+        let lock = &self.partitions[usize::from(partition)];
+        let state = lock.read();
+        if state.tail.len() == 0 || !reads_tail(&state) {
+            return Ok(state);
+        }
+        drop(state);
+        let mut state = lock.write();
+        self.seal_tail(&mut state)?;
+        Ok(RwLockWriteGuard::downgrade(state))
+    }
+
+    fn merge_sealed(&self, batches: &mut Vec<Sealed>) -> Result<()> {
         loop {
             let n = batches.len();
             if n < MERGE_FANIN {
@@ -228,8 +356,9 @@ impl LogBuffer {
     }
 
     /// Rows of `partition` with offsets in `from..to`, as zero-copy batch slices.
-    pub fn read_offsets(&self, partition: u16, from: u64, to: u64) -> Vec<RecordBatch> {
-        let batches = self.partitions[usize::from(partition)].batches.read();
+    pub fn read_offsets(&self, partition: u16, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+        let state = self.read_state(partition, |s| to > s.tail_first_offset())?;
+        let batches = &state.sealed;
         let start = batches.partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= from);
         let mut out = Vec::new();
         for sealed in &batches[start..] {
@@ -240,12 +369,15 @@ impl LogBuffer {
             let hi = (to - sealed.first_offset).min(sealed.batch.num_rows() as u64) as usize;
             out.push(sealed.batch.slice(lo, hi - lo));
         }
-        out
+        Ok(out)
     }
 
     /// Rows of `partition` with positions in `from..to`, as zero-copy batch slices.
-    pub fn read_positions(&self, partition: u16, from: u64, to: u64) -> Vec<RecordBatch> {
-        let batches = self.partitions[usize::from(partition)].batches.read();
+    pub fn read_positions(&self, partition: u16, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+        let state = self.read_state(partition, |s| {
+            s.tail_first_position().is_some_and(|first| to > first)
+        })?;
+        let batches = &state.sealed;
         let start = batches.partition_point(|s| s.last_position < from);
         let mut out = Vec::new();
         for sealed in &batches[start..] {
@@ -263,13 +395,15 @@ impl LogBuffer {
                 out.push(sealed.batch.slice(lo, hi - lo));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Events of `partition` at the given ascending offsets; stops at the first offset
     /// not yet visible, so the result is always a prefix.
-    pub fn events_at(&self, partition: u16, offsets: &[u64]) -> Vec<RecordedEvent> {
-        let batches = self.partitions[usize::from(partition)].batches.read();
+    pub fn events_at(&self, partition: u16, offsets: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let last = offsets.last().copied().unwrap_or(0);
+        let state = self.read_state(partition, |s| last >= s.tail_first_offset())?;
+        let batches = &state.sealed;
         let mut out = Vec::with_capacity(offsets.len());
         let mut at = 0;
         for offset in offsets {
@@ -285,26 +419,25 @@ impl LogBuffer {
                 _ => break,
             }
         }
-        out
+        Ok(out)
     }
 
     /// The first offset of `partition` not yet visible.
     pub fn next_offset(&self, partition: u16) -> u64 {
-        let batches = self.partitions[usize::from(partition)].batches.read();
-        batches
-            .last()
-            .map_or(0, |s| s.first_offset + s.batch.num_rows() as u64)
+        self.partitions[usize::from(partition)].read().end_offset
     }
 
-    /// Number of events buffered in `partition`, and of batches holding them.
+    /// Events buffered in `partition`, sealed batches holding them (plus the open
+    /// tail), and the memory the sealed batches take.
     pub fn partition_size(&self, partition: u16) -> (u64, usize, usize) {
-        let batches = self.partitions[usize::from(partition)].batches.read();
-        let rows = batches.iter().map(|s| s.batch.num_rows() as u64).sum();
-        let bytes = batches
+        let state = self.partitions[usize::from(partition)].read();
+        let bytes = state
+            .sealed
             .iter()
             .map(|s| s.batch.get_array_memory_size())
             .sum();
-        (rows, batches.len(), bytes)
+        let batches = state.sealed.len() + usize::from(state.tail.len() > 0);
+        (state.end_offset, batches, bytes)
     }
 }
 
@@ -330,7 +463,7 @@ mod tests {
             timestamp_micros: 1,
             ingested_at_micros: 2,
             payload: "{}".into(),
-            metadata: (position % 2 == 0).then(|| "{}".to_string()),
+            metadata: position.is_multiple_of(2).then(|| "{}".to_string()),
         }
     }
 
@@ -340,34 +473,62 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..1000u64 {
             let e = event(1, i, i * 2 + 1);
-            buffer
-                .publish(std::slice::from_ref(&e))
+            let mut publisher = buffer.publisher();
+            publisher
+                .push(&e.row())
                 .unwrap_or_else(|err| panic!("{err}"));
+            drop(publisher);
+            if i % 3 == 0 {
+                // A read seals the tail, as a subscriber following the log would.
+                buffer
+                    .read_offsets(1, i, i + 1)
+                    .unwrap_or_else(|err| panic!("{err}"));
+            }
             expected.push(e);
         }
         let (rows, batches, _) = buffer.partition_size(1);
         assert_eq!(rows, 1000);
         assert!(batches < 64, "{batches} batches were not merged");
-        let read: Vec<_> = buffer
-            .read_offsets(1, 10, 900)
+        let read = |batches: Result<Vec<RecordBatch>>| -> Vec<RecordedEvent> {
+            let batches = batches.unwrap_or_else(|err| panic!("{err}"));
+            batches
+                .iter()
+                .flat_map(|b| (0..b.num_rows()).map(|r| event_at(b, r)))
+                .collect()
+        };
+        assert_eq!(read(buffer.read_offsets(1, 10, 900)), expected[10..900]);
+        assert_eq!(read(buffer.read_positions(1, 21, 41)), expected[10..20]);
+        assert!(read(buffer.read_offsets(0, 0, 10)).is_empty());
+    }
+
+    #[test]
+    fn the_tail_seals_at_the_target_size_and_on_reads_that_reach_it() {
+        let buffer = LogBuffer::new(1, 100);
+        let events: Vec<_> = (0..250u64).map(|i| event(0, i, i)).collect();
+        let mut publisher = buffer.publisher();
+        for e in &events {
+            publisher
+                .push(&e.row())
+                .unwrap_or_else(|err| panic!("{err}"));
+        }
+        drop(publisher);
+        // Two full batches sealed by size, 50 rows still open.
+        assert_eq!(buffer.partition_size(0).1, 3);
+        assert_eq!(buffer.next_offset(0), 250);
+        let offsets: Vec<u64> = (190..250).step_by(7).collect();
+        let got = buffer
+            .events_at(0, &offsets)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let want: Vec<_> = offsets
             .iter()
-            .flat_map(|b| {
-                (0..b.num_rows())
-                    .map(|r| event_at(b, r))
-                    .collect::<Vec<_>>()
-            })
+            .map(|o| events[*o as usize].clone())
             .collect();
-        assert_eq!(read, expected[10..900]);
-        let by_position: Vec<_> = buffer
-            .read_positions(1, 21, 41)
-            .iter()
-            .flat_map(|b| {
-                (0..b.num_rows())
-                    .map(|r| event_at(b, r))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(by_position, expected[10..20]);
-        assert!(buffer.read_offsets(0, 0, 10).is_empty());
+        assert_eq!(got, want);
+        let skipped = event(0, 251, 251);
+        let mut publisher = buffer.publisher();
+        assert!(matches!(
+            publisher.push(&skipped.row()),
+            Err(Error::Internal(_))
+        ));
     }
 }

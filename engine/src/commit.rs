@@ -4,8 +4,9 @@
 //! appenders ──(state lock: check, assign, encode)──► pending group
 //!                                                        │ take whole group
 //!                                                        ▼
-//!                  writer thread: write ─► fsync (per durability) ─► publish to
-//!                  the Arrow buffer ─► advance the visible position ─► ack all
+//!                  writer thread: write ─► fsync (per durability) ─► decode the
+//!                  records into the partitions' Arrow tails ─► advance the visible
+//!                  position ─► ack all
 //! ```
 //!
 //! While one group is being written and fsynced, new appends collect in the next
@@ -21,6 +22,8 @@ use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::sequencer::Group;
 use crate::store::Shared;
+use crate::wal::codec;
+use crate::wal::frame::RECORD_HEADER_BYTES;
 use crate::wal::writer::SegmentWriter;
 
 /// The writer thread's body; returns when the store closes or the WAL fails.
@@ -125,9 +128,33 @@ fn commit(
         .counters
         .segment_bytes
         .store(segment_bytes, Ordering::Relaxed);
-    if let Some(last) = group.events.last() {
-        shared.buffer.publish(&group.events)?;
-        shared.head.send_replace(last.position + 1);
+    if let Some(end) = group.end_position {
+        publish(shared, group)?;
+        shared.head.send_replace(end);
+    }
+    Ok(())
+}
+
+/// Decode the group's records, now written, into the partitions' Arrow buffers.
+fn publish(shared: &Shared, group: &Group) -> Result<()> {
+    let mut publisher = shared.buffer.publisher();
+    let mut bodies = group.records.iter().peekable();
+    while let Some(start) = bodies.next() {
+        let end = bodies.peek().map_or(group.buf.len(), |next| **next);
+        let body = &group.buf[start + RECORD_HEADER_BYTES..end];
+        let mut failure = None;
+        codec::decode_append(body, |row| {
+            publisher.push(row).map_err(|err| {
+                let reason = err.to_string();
+                failure = Some(err);
+                reason
+            })
+        })
+        .map_err(|reason| {
+            failure.unwrap_or_else(|| {
+                Error::Internal(format!("decoding a record just written: {reason}"))
+            })
+        })?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! UUID v7 event ids without a system call per id.
+//! Event ids: [`EventId`], and UUID v7 ids made without a system call per id.
 //!
 //! ```text
 //! | unix_ts_ms: 48 | version 0111: 4 | counter: 12 | variant 10: 2 | counter: 62 |
@@ -8,6 +8,144 @@
 //! can count up) and increase by one per id within the millisecond, so ids are unique
 //! and sort in creation order. Randomness comes from a SplitMix64 stream seeded once
 //! from the operating system; time comes from the store's injected clock.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An event's id, as the client gave it or as the store generated it (a UUID v7).
+///
+/// It reads and compares as its text. A UUID in canonical form (lowercase, hyphenated)
+/// is held as its 128-bit value, so acknowledging generated ids allocates nothing.
+///
+/// ```
+/// # use allsource_engine::EventId;
+/// let id = EventId::from("payment-42");
+/// assert_eq!(id, "payment-42");
+/// assert_eq!(id.to_string(), "payment-42");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EventId(IdRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum IdRepr {
+    Uuid(u128),
+    Text(Arc<str>),
+}
+
+impl EventId {
+    /// The id of a generated (or canonical) UUID.
+    pub fn from_uuid(value: u128) -> Self {
+        Self(IdRepr::Uuid(value))
+    }
+
+    /// The UUID, when the id is one in canonical form.
+    pub fn as_uuid(&self) -> Option<uuid::Uuid> {
+        match &self.0 {
+            IdRepr::Uuid(value) => Some(uuid::Uuid::from_u128(*value)),
+            IdRepr::Text(_) => None,
+        }
+    }
+
+    /// The UUID's value, when the id is one in canonical form.
+    pub(crate) fn uuid_value(&self) -> Option<u128> {
+        match &self.0 {
+            IdRepr::Uuid(value) => Some(*value),
+            IdRepr::Text(_) => None,
+        }
+    }
+
+    /// Call `f` with the id's text, without allocating.
+    pub(crate) fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match &self.0 {
+            IdRepr::Uuid(value) => f(CanonicalUuid::default().format(*value)),
+            IdRepr::Text(text) => f(text),
+        }
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(text: &str) -> Self {
+        match canonical_uuid(text) {
+            Some(value) => Self::from_uuid(value),
+            None => Self(IdRepr::Text(Arc::from(text))),
+        }
+    }
+}
+
+impl From<String> for EventId {
+    fn from(text: String) -> Self {
+        match canonical_uuid(&text) {
+            Some(value) => Self::from_uuid(value),
+            None => Self(IdRepr::Text(Arc::from(text))),
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_text(|text| f.write_str(text))
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.with_text(|text| write!(f, "{text:?}"))
+    }
+}
+
+impl PartialEq<str> for EventId {
+    fn eq(&self, other: &str) -> bool {
+        self.with_text(|text| text == other)
+    }
+}
+
+impl PartialEq<&str> for EventId {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.with_text(|text| serializer.serialize_str(text))
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(EventId::from)
+    }
+}
+
+/// The UUID's value when `text` is exactly its canonical form (36 characters,
+/// lowercase, hyphenated); `None` for any other text, so the text can be rebuilt.
+pub(crate) fn canonical_uuid(text: &str) -> Option<u128> {
+    if text.len() != 36 {
+        return None;
+    }
+    let value = uuid::Uuid::try_parse(text).ok()?.as_u128();
+    (CanonicalUuid::default().format(value) == text).then_some(value)
+}
+
+/// A stack buffer to print a UUID's canonical text into.
+#[derive(Debug)]
+pub(crate) struct CanonicalUuid([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl Default for CanonicalUuid {
+    fn default() -> Self {
+        Self([0; uuid::fmt::Hyphenated::LENGTH])
+    }
+}
+
+impl CanonicalUuid {
+    pub fn format(&mut self, value: u128) -> &str {
+        uuid::Uuid::from_u128(value)
+            .hyphenated()
+            .encode_lower(&mut self.0)
+    }
+}
 
 /// Makes UUID v7 ids. Used under the sequencer's lock.
 #[derive(Debug)]
@@ -29,8 +167,8 @@ impl IdGenerator {
         }
     }
 
-    /// The next id, as text and as its 128-bit value.
-    pub fn next(&mut self, now_micros: i64) -> (String, u128) {
+    /// The next id's 128-bit value.
+    pub fn next(&mut self, now_micros: i64) -> u128 {
         let ms = (now_micros.max(0) as u64 / 1000).max(self.last_ms);
         if ms > self.last_ms || self.counter >= (1u128 << COUNTER_BITS) - 1 {
             let random = (u128::from(self.random()) << 64) | u128::from(self.random());
@@ -41,13 +179,11 @@ impl IdGenerator {
         }
         let high = self.counter >> 62;
         let low = self.counter & ((1u128 << 62) - 1);
-        let value = (u128::from(self.last_ms & 0xFFFF_FFFF_FFFF) << 80)
+        (u128::from(self.last_ms & 0xFFFF_FFFF_FFFF) << 80)
             | (0x7 << 76)
             | (high << 64)
             | (0b10 << 62)
-            | low;
-        let uuid = uuid::Uuid::from_u128(value);
-        (uuid.hyphenated().to_string(), value)
+            | low
     }
 
     fn random(&mut self) -> u64 {
@@ -68,17 +204,39 @@ mod tests {
         let mut ids = IdGenerator::new();
         let mut previous = 0u128;
         for i in 0..10_000i64 {
-            let (text, value) = ids.next(1_700_000_000_000_000 + (i / 100) * 1000);
-            let uuid = uuid::Uuid::parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            let value = ids.next(1_700_000_000_000_000 + (i / 100) * 1000);
+            let id = EventId::from_uuid(value);
+            let uuid = uuid::Uuid::parse_str(&id.to_string()).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(uuid.get_version_num(), 7);
             assert_eq!(uuid.as_u128(), value);
+            assert_eq!(id.as_uuid(), Some(uuid));
             assert!(value > previous, "ids sort in creation order");
             previous = value;
         }
-        let (_, value) = ids.next(1_700_000_000_000_000);
+        let value = ids.next(1_700_000_000_000_000);
         assert!(
             value > previous,
             "a clock going backwards does not reorder ids"
         );
+    }
+
+    #[test]
+    fn ids_read_back_as_the_exact_text_given() {
+        for text in [
+            "0192f0c1-0000-7000-8000-00000000000a",
+            "0192F0C1-0000-7000-8000-00000000000A",
+            "{0192f0c1-0000-7000-8000-00000000000a}",
+            "0192f0c100007000800000000000000a",
+            "payment-42",
+        ] {
+            let id = EventId::from(text);
+            assert_eq!(id.to_string(), text);
+            assert_eq!(id, text);
+            assert_eq!(
+                id.as_uuid().is_some(),
+                text.starts_with("0192f0c1-"),
+                "{text}"
+            );
+        }
     }
 }

@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod event;
 mod event_id;
+pub mod json;
 mod meta;
 mod partition;
 mod sequencer;
@@ -47,6 +48,7 @@ pub use event::{
     AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, MAX_NAME_BYTES,
     RecordedEvent, StreamAppend,
 };
+pub use event_id::EventId;
 pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
 pub use store::{EventStore, PartitionStats, StoreStats, WalStats};

@@ -6,14 +6,17 @@
 //! rejected request changes nothing. Assigned events are encoded into the pending
 //! [`Group`] as one WAL record; the WAL writer makes the group durable and visible.
 
+use std::sync::Arc;
+
 use hashbrown::{Equivalent, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::event::{AppendRequest, AppendResult, EventAck, RecordedEvent};
-use crate::event_id::IdGenerator;
+use crate::event::{AppendRequest, AppendResult, EventAck, EventRow, RecordedEvent};
+use crate::event_id::{CanonicalUuid, EventId, IdGenerator};
 use crate::partition::partition_for;
-use crate::wal::{codec, frame};
+use crate::wal::codec::{self, PartHead, RecordHead};
+use crate::wal::frame;
 
 /// A stream's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,12 +55,15 @@ pub(crate) struct StreamLocation {
     pub offsets: Vec<u64>,
 }
 
-/// Appends assigned but not yet written: one WAL record per request.
+/// Appends assigned but not yet written: one WAL record per request. Once the group
+/// is written, the writer publishes the records' events to the Arrow buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Group {
     pub buf: Vec<u8>,
+    /// Where each record starts in `buf`.
     pub records: Vec<usize>,
-    pub events: Vec<RecordedEvent>,
+    /// The position after the group's last event, once it has one.
+    pub end_position: Option<u64>,
     pub waiters: Vec<oneshot::Sender<Result<()>>>,
 }
 
@@ -104,61 +110,92 @@ impl Sequencer {
     }
 
     /// Check `request` and, when it is new, assign its events and encode it into
-    /// `group`. Nothing changes when an error is returned.
+    /// `group` as one WAL record. Nothing changes when an error is returned.
     pub fn append(
         &mut self,
-        request: AppendRequest,
+        request: &AppendRequest,
         now_micros: i64,
         group: &mut Group,
     ) -> Result<Outcome> {
-        if let Some(retry) = self.find_retry(&request)? {
+        if let Some(retry) = self.find_retry(request)? {
             return Ok(Outcome::Retry(retry));
         }
-        self.check_expected_versions(&request)?;
-        let count = request.event_count();
+        self.check_expected_versions(request)?;
         let start = frame::begin_record(&mut group.buf, self.next_sequence);
-        codec::begin_append(&mut group.buf, count);
-        let mut acks = Vec::with_capacity(count);
-        let tenant = request.tenant;
-        for part in request.streams {
-            let partition = partition_for(&tenant, &part.entity_id, self.partitions);
-            let stream = stream_mut(&mut self.streams, &tenant, &part.entity_id, partition)?;
-            for data in part.events {
-                let (event_id, key) = match data.event_id {
-                    Some(id) => {
-                        let key = id_key(&id);
-                        (id, key)
+        codec::begin_append(
+            &mut group.buf,
+            &RecordHead {
+                tenant: &request.tenant,
+                ingested_at_micros: now_micros,
+                first_position: self.next_position,
+                part_count: request.streams.len(),
+            },
+        );
+        let mut acks = Vec::with_capacity(request.event_count());
+        let mut id_text = CanonicalUuid::default();
+        for part in &request.streams {
+            let partition = partition_for(&request.tenant, &part.entity_id, self.partitions);
+            let stream = stream_mut(
+                &mut self.streams,
+                &request.tenant,
+                &part.entity_id,
+                partition,
+            )?;
+            let next_offset = &mut self.next_offsets[usize::from(partition)];
+            codec::begin_part(
+                &mut group.buf,
+                &PartHead {
+                    entity_id: &part.entity_id,
+                    partition,
+                    first_version: stream.offsets.len() as u64 + 1,
+                    first_offset: *next_offset,
+                    event_count: part.events.len(),
+                },
+            );
+            let entity_id: Arc<str> = Arc::from(part.entity_id.as_str());
+            for data in &part.events {
+                let (event_id, key, id) = match &data.event_id {
+                    Some(text) => (EventId::from(text.as_str()), id_key(text), text.as_str()),
+                    None => {
+                        let value = self.ids.next(now_micros);
+                        (EventId::from_uuid(value), value, id_text.format(value))
                     }
-                    None => self.ids.next(now_micros),
                 };
-                let offset = self.next_offsets[usize::from(partition)];
-                self.next_offsets[usize::from(partition)] += 1;
+                let offset = *next_offset;
+                *next_offset += 1;
                 stream.offsets.push(offset);
                 let version = stream.offsets.len() as u64;
                 stream.ids.insert(key, version);
-                let event = RecordedEvent {
-                    tenant: tenant.clone(),
-                    entity_id: part.entity_id.clone(),
-                    event_type: data.event_type,
+                let row = EventRow {
+                    tenant: &request.tenant,
+                    entity_id: &part.entity_id,
+                    event_type: &data.event_type,
                     version,
                     partition,
                     offset,
                     position: self.next_position,
-                    event_id,
+                    event_id: id,
                     timestamp_micros: data.timestamp_micros.unwrap_or(now_micros),
                     ingested_at_micros: now_micros,
-                    payload: data.payload,
-                    metadata: data.metadata,
+                    payload: &data.payload,
+                    metadata: data.metadata.as_deref(),
                 };
+                codec::encode_event(&mut group.buf, &row, event_id.uuid_value());
+                acks.push(EventAck {
+                    event_id,
+                    entity_id: Arc::clone(&entity_id),
+                    version,
+                    partition,
+                    offset,
+                    position: self.next_position,
+                });
                 self.next_position += 1;
-                codec::encode_event(&mut group.buf, &event);
-                acks.push(event.ack());
-                group.events.push(event);
             }
         }
-        self.events += count as u64;
+        self.events += acks.len() as u64;
         frame::finish_record(&mut group.buf, start).map_err(Error::Internal)?;
         group.records.push(start);
+        group.end_position = Some(self.next_position);
         self.next_sequence += 1;
         Ok(Outcome::Appended(AppendResult {
             events: acks,
@@ -228,52 +265,49 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Re-apply events read from the WAL on recovery, checking that versions, offsets
-    /// and positions continue without gaps.
-    pub fn replay(&mut self, events: &[RecordedEvent]) -> std::result::Result<(), String> {
-        for event in events {
-            if event.position != self.next_position {
-                return Err(format!(
-                    "event at position {}, expected {}",
-                    event.position, self.next_position
-                ));
-            }
-            let expected_partition =
-                partition_for(&event.tenant, &event.entity_id, self.partitions);
-            if event.partition != expected_partition {
-                return Err(format!(
-                    "stream {:?} recorded in partition {}, but routes to {expected_partition}",
-                    event.entity_id, event.partition
-                ));
-            }
-            let next_offset = &mut self.next_offsets[usize::from(event.partition)];
-            if event.offset != *next_offset {
-                return Err(format!(
-                    "partition {} offset {}, expected {}",
-                    event.partition, event.offset, next_offset
-                ));
-            }
-            *next_offset += 1;
-            let stream = stream_mut(
-                &mut self.streams,
-                &event.tenant,
-                &event.entity_id,
-                event.partition,
-            )
-            .map_err(|e| e.to_string())?;
-            if event.version != stream.offsets.len() as u64 + 1 {
-                return Err(format!(
-                    "stream {:?} version {}, expected {}",
-                    event.entity_id,
-                    event.version,
-                    stream.offsets.len() + 1
-                ));
-            }
-            stream.offsets.push(event.offset);
-            stream.ids.insert(id_key(&event.event_id), event.version);
-            self.next_position += 1;
-            self.events += 1;
+    /// Re-apply an event read from the WAL on recovery, checking that versions,
+    /// offsets and positions continue without gaps.
+    pub fn replay(&mut self, event: &EventRow<'_>) -> std::result::Result<(), String> {
+        if event.position != self.next_position {
+            return Err(format!(
+                "event at position {}, expected {}",
+                event.position, self.next_position
+            ));
         }
+        let expected_partition = partition_for(event.tenant, event.entity_id, self.partitions);
+        if event.partition != expected_partition {
+            return Err(format!(
+                "stream {:?} recorded in partition {}, but routes to {expected_partition}",
+                event.entity_id, event.partition
+            ));
+        }
+        let next_offset = &mut self.next_offsets[usize::from(event.partition)];
+        if event.offset != *next_offset {
+            return Err(format!(
+                "partition {} offset {}, expected {}",
+                event.partition, event.offset, next_offset
+            ));
+        }
+        *next_offset += 1;
+        let stream = stream_mut(
+            &mut self.streams,
+            event.tenant,
+            event.entity_id,
+            event.partition,
+        )
+        .map_err(|e| e.to_string())?;
+        if event.version != stream.offsets.len() as u64 + 1 {
+            return Err(format!(
+                "stream {:?} version {}, expected {}",
+                event.entity_id,
+                event.version,
+                stream.offsets.len() + 1
+            ));
+        }
+        stream.offsets.push(event.offset);
+        stream.ids.insert(id_key(event.event_id), event.version);
+        self.next_position += 1;
+        self.events += 1;
         Ok(())
     }
 

@@ -24,8 +24,6 @@ use crate::wal::writer::{SegmentWriter, Tail};
 
 /// Name of the lock file that keeps a second process out of the data directory.
 const LOCK_FILE: &str = "LOCK";
-/// Events re-published to the buffer at a time during recovery.
-const RECOVERY_CHUNK_EVENTS: usize = 64 * 1024;
 
 /// The event log: a handle that is cheap to clone and safe to share between tasks.
 ///
@@ -234,7 +232,7 @@ impl EventStore {
             let mut guard = shared.state.lock();
             guard.check_open()?;
             let state = &mut *guard;
-            let outcome = state.seq.append(request, now, &mut state.pending)?;
+            let outcome = state.seq.append(&request, now, &mut state.pending)?;
             let ack = matches!(outcome, Outcome::Appended(_)).then(|| {
                 let (tx, rx) = oneshot::channel();
                 state.pending.waiters.push(tx);
@@ -279,11 +277,10 @@ impl EventStore {
         let Some(location) = location else {
             return Ok(Vec::new());
         };
-        Ok(self
-            .inner
+        self.inner
             .shared
             .buffer
-            .events_at(location.partition, &location.offsets))
+            .events_at(location.partition, &location.offsets)
     }
 
     /// The stream's current version, counting only visible events; `None` when the
@@ -309,11 +306,10 @@ impl EventStore {
             return Err(Error::PartitionOutOfRange { partition, count });
         }
         let to = from_offset.saturating_add(max_count as u64);
-        Ok(self
-            .inner
+        self.inner
             .shared
             .buffer
-            .read_offsets(partition, from_offset, to))
+            .read_offsets(partition, from_offset, to)
     }
 
     /// Follow the log from `from_position`: first the events already there, then new
@@ -404,7 +400,7 @@ impl EventStore {
             .inner
             .shared
             .buffer
-            .read_offsets(partition, offset, offset + 1);
+            .read_offsets(partition, offset, offset + 1)?;
         batches
             .first()
             .filter(|b| b.num_rows() == 1)
@@ -494,22 +490,17 @@ fn recover(
     buffer: &LogBuffer,
 ) -> Result<(Sequencer, Option<Tail>)> {
     let mut seq = Sequencer::new(partitions);
-    let mut batch: Vec<RecordedEvent> = Vec::new();
+    let mut publisher = buffer.publisher();
     let mut reports = Vec::new();
     let next_sequence = scan_dir(
         wal_dir,
         |report| reports.push(report),
-        |events| {
-            seq.replay(&events)?;
-            batch.extend(events);
-            if batch.len() >= RECOVERY_CHUNK_EVENTS {
-                buffer.publish(&batch).map_err(|e| e.to_string())?;
-                batch.clear();
-            }
-            Ok(())
+        |event| {
+            seq.replay(event)?;
+            publisher.push(event).map_err(|e| e.to_string())
         },
     )?;
-    buffer.publish(&batch)?;
+    drop(publisher);
     seq.next_sequence = next_sequence;
     let Some(last) = reports.last() else {
         return Ok((seq, None));

@@ -88,7 +88,7 @@ impl Subscription {
             let head = *self.head.borrow_and_update();
             if self.next_position < head {
                 let to = head.min(self.next_position.saturating_add(chunk));
-                let events = self.read(self.next_position, to);
+                let events = self.read(self.next_position, to)?;
                 self.next_position = to;
                 if !events.is_empty() {
                     return Ok(events);
@@ -111,7 +111,7 @@ impl Subscription {
         self.head.borrow().saturating_sub(self.next_position)
     }
 
-    fn read(&self, from: u64, to: u64) -> Vec<RecordedEvent> {
+    fn read(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>> {
         let partitions: Vec<u16> = match &self.filter.entity_id {
             Some(entity_id) => vec![partition_for(
                 &self.tenant,
@@ -122,7 +122,7 @@ impl Subscription {
         };
         let mut events = Vec::new();
         for partition in partitions {
-            for batch in self.shared.buffer.read_positions(partition, from, to) {
+            for batch in self.shared.buffer.read_positions(partition, from, to)? {
                 let tenant = batch.column(columns::TENANT).as_string::<i32>();
                 let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
                 let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
@@ -142,6 +142,6 @@ impl Subscription {
             }
         }
         events.sort_unstable_by_key(|e| e.position);
-        events
+        Ok(events)
     }
 }

@@ -116,7 +116,7 @@ async fn a_multi_stream_request_is_all_or_nothing() {
     let versions: Vec<_> = result
         .events
         .iter()
-        .map(|a| (a.entity_id.as_str(), a.version))
+        .map(|a| (&*a.entity_id, a.version))
         .collect();
     assert_eq!(versions, [("a", 1), ("a", 2), ("b", 2)]);
     let positions: Vec<_> = result.events.iter().map(|a| a.position).collect();

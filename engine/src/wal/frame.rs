@@ -224,10 +224,7 @@ mod tests {
         let mut damaged = bytes;
         damaged[17] ^= 4;
         assert!(SegmentHeader::decode(&damaged).is_err());
-        assert_eq!(
-            segment_id_of(&"00000000000000000009.wal".to_string()),
-            Some(9)
-        );
+        assert_eq!(segment_id_of("00000000000000000009.wal"), Some(9));
         assert_eq!(segment_id_of("9.wal"), None);
     }
 }

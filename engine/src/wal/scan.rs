@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::frame::{self, FrameError, RECORD_MAGIC, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::error::{Error, IoContext, Result};
-use crate::event::RecordedEvent;
+use crate::event::EventRow;
 
 /// What a segment's bytes turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,14 +100,14 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// Read every segment in `wal_dir` in order, calling `on_record` for each valid record
-/// with its decoded events, and `on_segment` with each segment's report. An error
-/// from `on_record` marks that record as corrupt. Scanning stops at the first
+/// Read every segment in `wal_dir` in order, calling `on_event` for each event of each
+/// valid record, and `on_segment` with each segment's report. An error from
+/// `on_event` marks that record as corrupt. Scanning stops at the first
 /// corrupt segment. Returns the sequence the next record should have.
 pub(crate) fn scan_dir(
     wal_dir: &Path,
     mut on_segment: impl FnMut(SegmentReport),
-    mut on_record: impl FnMut(Vec<RecordedEvent>) -> std::result::Result<(), String>,
+    mut on_event: impl FnMut(&EventRow<'_>) -> std::result::Result<(), String>,
 ) -> Result<u64> {
     let ids = list_segments(wal_dir)?;
     let mut next_sequence: Option<u64> = None;
@@ -115,7 +115,7 @@ pub(crate) fn scan_dir(
         let path = frame::segment_path(wal_dir, *id);
         let bytes = fs::read(&path).context(|| format!("reading {}", path.display()))?;
         let is_last = i + 1 == ids.len();
-        let report = scan_segment(&path, *id, &bytes, is_last, next_sequence, &mut on_record);
+        let report = scan_segment(&path, *id, &bytes, is_last, next_sequence, &mut on_event);
         let corrupt = matches!(report.status, SegmentStatus::Corrupt { .. });
         next_sequence = Some(report.first_sequence + report.records);
         on_segment(report);
@@ -146,7 +146,7 @@ fn scan_segment(
     bytes: &[u8],
     is_last: bool,
     expected_first: Option<u64>,
-    on_record: &mut impl FnMut(Vec<RecordedEvent>) -> std::result::Result<(), String>,
+    on_event: &mut impl FnMut(&EventRow<'_>) -> std::result::Result<(), String>,
 ) -> SegmentReport {
     let mut report = SegmentReport {
         path: path.to_path_buf(),
@@ -211,11 +211,8 @@ fn scan_segment(
                 return report;
             }
         };
-        let checked = check_record(view, id, expected_sequence).and_then(|()| {
-            let events = super::codec::decode_append(view.body)?;
-            let count = events.len() as u64;
-            on_record(events).map(|()| count)
-        });
+        let checked = check_record(view, id, expected_sequence)
+            .and_then(|()| super::codec::decode_append(view.body, &mut *on_event));
         match checked {
             Ok(count) => report.events += count,
             Err(reason) => {
