@@ -136,8 +136,10 @@ async fn run(
     let stats = store.stats();
     assert_eq!(stats.events, events, "every event appended");
     eprintln!(
-        "{name}: {events} events in {seconds:.2}s, {} group commits, {} fsyncs",
-        stats.wal.groups, stats.wal.fsyncs
+        "{name}: {events} events in {seconds:.2}s, {} group commits, {} fsyncs taking {} µs on average",
+        stats.wal.groups,
+        stats.wal.fsyncs,
+        stats.wal.fsync_micros / stats.wal.fsyncs.max(1)
     );
     store.close().unwrap_or_else(|e| panic!("{e}"));
     Row {

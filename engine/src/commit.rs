@@ -114,10 +114,15 @@ fn commit(
                 Durability::Never => false,
             });
     if sync_now {
+        let started = Instant::now();
         wal.sync()?;
         *unsynced = false;
         *last_sync = Instant::now();
         shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .fsync_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
     let (segment_id, segment_bytes) = wal.position();
     shared

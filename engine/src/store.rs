@@ -20,7 +20,7 @@ use crate::sequencer::{Group, Outcome, Sequencer, retry_acks};
 use crate::subscription::{Subscription, SubscriptionFilter};
 use crate::wal::WAL_DIR;
 use crate::wal::scan::{SegmentStatus, scan_dir};
-use crate::wal::writer::{SegmentWriter, Tail};
+use crate::wal::writer::{OsSegmentIo, SegmentIo, SegmentWriter, Tail};
 
 /// Name of the lock file that keeps a second process out of the data directory.
 const LOCK_FILE: &str = "LOCK";
@@ -100,6 +100,7 @@ pub(crate) struct WalCounters {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub fsyncs: AtomicU64,
+    pub fsync_micros: AtomicU64,
     pub segment_id: AtomicU64,
     pub segment_bytes: AtomicU64,
 }
@@ -138,6 +139,8 @@ pub struct WalStats {
     pub bytes_written: u64,
     /// Fsyncs issued.
     pub fsyncs: u64,
+    /// Time spent in those fsyncs, in microseconds.
+    pub fsync_micros: u64,
 }
 
 /// One partition's figures.
@@ -165,6 +168,16 @@ impl EventStore {
 
     /// [`EventStore::open`] with an injected clock.
     pub fn open_with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::open_with(config, clock, Arc::new(OsSegmentIo))
+    }
+
+    /// [`EventStore::open`] with an injected clock and WAL segment I/O (tests use it
+    /// to make writes or fsyncs fail).
+    pub fn open_with(
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+        segment_io: Arc<dyn SegmentIo>,
+    ) -> Result<Self> {
         config.validate()?;
         let dir = config.data_dir.clone();
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
@@ -176,7 +189,13 @@ impl EventStore {
 
         let buffer = LogBuffer::new(meta.partitions, config.buffer_batch_rows);
         let (seq, tail) = recover(&wal_dir, meta.partitions, &buffer)?;
-        let wal = SegmentWriter::open(&wal_dir, tail, seq.next_sequence, config.wal_segment_bytes)?;
+        let wal = SegmentWriter::open(
+            &wal_dir,
+            tail,
+            seq.next_sequence,
+            config.wal_segment_bytes,
+            segment_io,
+        )?;
         let (head, _) = watch::channel(seq.next_position);
         tracing::info!(
             data_dir = %dir.display(),
@@ -367,6 +386,7 @@ impl EventStore {
                 records: c.records.load(Ordering::Relaxed),
                 bytes_written: c.bytes.load(Ordering::Relaxed),
                 fsyncs: c.fsyncs.load(Ordering::Relaxed),
+                fsync_micros: c.fsync_micros.load(Ordering::Relaxed),
             },
             partition_stats,
         }

@@ -204,7 +204,8 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
     };
     let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
     let good = || EventData::new("ok", "{}");
-    let cases: Vec<(AppendRequest, fn(&Error) -> bool)> = vec![
+    type Case = (AppendRequest, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
         (
             AppendRequest::new("t").stream("", ExpectedVersion::Any, vec![good()]),
             |e| matches!(e, Error::InvalidRequest(_)),

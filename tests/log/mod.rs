@@ -3,6 +3,7 @@
 mod api;
 mod concurrency;
 mod crash;
+mod faults;
 mod model;
 mod recovery;
 mod serve;

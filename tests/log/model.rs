@@ -44,10 +44,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The reference: per stream, its events as (event_type, payload, id).
+/// An event of the reference: (event_type, payload, id).
+type ModelEvent = (String, String, String);
+
+/// The reference: per stream, its events.
 #[derive(Debug, Default)]
 struct Model {
-    streams: HashMap<(u8, u8), Vec<(String, String, String)>>,
+    streams: HashMap<(u8, u8), Vec<ModelEvent>>,
     counter: u64,
 }
 

@@ -26,6 +26,7 @@ pub mod scan;
 pub(crate) mod writer;
 
 pub use scan::{SegmentReport, SegmentStatus, VerifyReport, verify};
+pub use writer::{OsSegmentIo, SegmentFile, SegmentIo};
 
 /// Largest record body accepted, in bytes.
 pub const MAX_RECORD_BODY_BYTES: usize = 1 << 30;

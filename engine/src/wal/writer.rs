@@ -3,16 +3,54 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::frame::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::error::{IoContext, Result};
 use crate::meta::sync_dir;
 
+/// The two operations the WAL writer performs on its active segment. The store uses
+/// the operating system's files; tests wrap them to inject write and fsync failures.
+pub trait SegmentFile: Send + std::fmt::Debug {
+    /// Append all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Make the data written so far durable (`fdatasync`).
+    fn sync_data(&mut self) -> std::io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, bytes)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// How the WAL writer gets a [`SegmentFile`] for each segment file it opens or
+/// creates.
+pub trait SegmentIo: Send + Sync + std::fmt::Debug {
+    /// Wrap the segment file at `path`, opened for appending.
+    fn wrap(&self, file: File, path: &Path) -> Box<dyn SegmentFile>;
+}
+
+/// The operating system's files, unwrapped: what a store uses unless told otherwise.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsSegmentIo;
+
+impl SegmentIo for OsSegmentIo {
+    fn wrap(&self, file: File, _path: &Path) -> Box<dyn SegmentFile> {
+        Box::new(file)
+    }
+}
+
 /// Appends groups of records to the newest segment, rotating when it is full.
 #[derive(Debug)]
 pub(crate) struct SegmentWriter {
     wal_dir: PathBuf,
-    file: File,
+    io: Arc<dyn SegmentIo>,
+    file: Box<dyn SegmentFile>,
     segment_id: u64,
     len: u64,
     max_bytes: u64,
@@ -36,11 +74,14 @@ impl SegmentWriter {
         tail: Option<Tail>,
         next_sequence: u64,
         max_bytes: u64,
+        io: Arc<dyn SegmentIo>,
     ) -> Result<Self> {
         let Some(tail) = tail else {
-            let file = create_segment(wal_dir, 1, next_sequence)?;
+            let path = frame::segment_path(wal_dir, 1);
+            let file = io.wrap(create_segment(wal_dir, 1, next_sequence)?, &path);
             return Ok(Self {
                 wal_dir: wal_dir.to_path_buf(),
+                io,
                 file,
                 segment_id: 1,
                 len: SEGMENT_HEADER_BYTES as u64,
@@ -59,7 +100,8 @@ impl SegmentWriter {
         }
         Ok(Self {
             wal_dir: wal_dir.to_path_buf(),
-            file,
+            file: io.wrap(file, &path),
+            io,
             segment_id: tail.segment_id,
             len: tail.valid_bytes,
             max_bytes,
@@ -104,7 +146,10 @@ impl SegmentWriter {
     fn rotate(&mut self, first_sequence: u64) -> Result<()> {
         self.sync()?;
         let next = self.segment_id + 1;
-        self.file = create_segment(&self.wal_dir, next, first_sequence)?;
+        let file = create_segment(&self.wal_dir, next, first_sequence)?;
+        self.file = self
+            .io
+            .wrap(file, &frame::segment_path(&self.wal_dir, next));
         self.segment_id = next;
         self.len = SEGMENT_HEADER_BYTES as u64;
         Ok(())
@@ -131,7 +176,7 @@ fn create_segment(wal_dir: &Path, id: u64, first_sequence: u64) -> Result<File> 
         .truncate(true)
         .open(&tmp)
         .context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(&header)
+    Write::write_all(&mut file, &header)
         .and_then(|()| file.sync_all())
         .context(|| format!("writing the header of {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).context(|| format!("renaming {} into place", tmp.display()))?;
