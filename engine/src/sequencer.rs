@@ -155,7 +155,11 @@ impl Sequencer {
             let entity_id: Arc<str> = Arc::from(part.entity_id.as_str());
             for data in &part.events {
                 let (event_id, key, id) = match &data.event_id {
-                    Some(text) => (EventId::from(text.as_str()), id_key(text), text.as_str()),
+                    Some(text) => {
+                        let event_id = EventId::from(text.as_str());
+                        let key = event_id.uuid_value().unwrap_or_else(|| id_key(text));
+                        (event_id, key, text.as_str())
+                    }
                     None => {
                         let value = self.ids.next(now_micros);
                         (EventId::from_uuid(value), value, id_text.format(value))
