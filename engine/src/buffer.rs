@@ -75,7 +75,7 @@ pub fn event_schema() -> SchemaRef {
 
 /// Build a batch from events (all of one partition, in offset order).
 pub fn events_to_batch(schema: &SchemaRef, events: &[&RecordedEvent]) -> Result<RecordBatch> {
-    let mut builder = BatchBuilder::with_capacity(events.len(), 0);
+    let mut builder = BatchBuilder::with_capacity(events.len());
     for event in events {
         builder.push(&event.row());
     }
@@ -104,8 +104,8 @@ pub(crate) struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Room for `rows` rows holding `payload_bytes` of payload.
-    pub fn with_capacity(rows: usize, payload_bytes: usize) -> Self {
+    /// Room for `rows` rows of ~200-byte payloads.
+    pub fn with_capacity(rows: usize) -> Self {
         let strings =
             |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
         Self {
@@ -118,7 +118,7 @@ impl BatchBuilder {
             event_id: strings(36),
             timestamp: Vec::with_capacity(rows),
             ingested_at: Vec::with_capacity(rows),
-            payload: StringBuilder::with_capacity(rows, payload_bytes),
+            payload: strings(256),
             metadata: StringBuilder::with_capacity(rows, 0),
             ..Self::default()
         }
