@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     store.append(paid).await?;
 
-    for event in store.read_stream("acme", "order-1", 1, 100)? {
+    for event in store.read_stream("acme", "order-1", 1, 100).await? {
         println!("v{} {} {}", event.version, event.event_type, event.payload);
     }
 

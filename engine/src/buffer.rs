@@ -12,6 +12,7 @@
 //! row is copied at most a few times on its way to `buffer_batch_rows`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringBuilder, TimestampMicrosecondArray, UInt16Array,
@@ -226,6 +227,8 @@ struct Sealed {
 pub(crate) struct PartitionState {
     sealed: Vec<Sealed>,
     tail: BatchBuilder,
+    /// The first offset held: rows below it were flushed to Parquet and released.
+    base_offset: u64,
     /// The first offset not yet published.
     end_offset: u64,
 }
@@ -247,6 +250,8 @@ pub struct LogBuffer {
     schema: SchemaRef,
     partitions: Vec<RwLock<PartitionState>>,
     target_rows: usize,
+    /// Every row at a position below this has been released (it is in Parquet).
+    released_position: AtomicU64,
 }
 
 /// Publishes rows: holds the write lock of each partition it has touched until it is
@@ -288,6 +293,7 @@ impl LogBuffer {
             schema: event_schema(),
             partitions: (0..partitions).map(|_| RwLock::default()).collect(),
             target_rows,
+            released_position: AtomicU64::new(0),
         }
     }
 
@@ -355,9 +361,18 @@ impl LogBuffer {
         }
     }
 
-    /// Rows of `partition` with offsets in `from..to`, as zero-copy batch slices.
-    pub fn read_offsets(&self, partition: u16, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+    /// Rows of `partition` with offsets in `from..to`, as zero-copy batch slices;
+    /// `None` when rows from `from` on have been released.
+    pub fn read_offsets(
+        &self,
+        partition: u16,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<RecordBatch>>> {
         let state = self.read_state(partition, |s| to > s.tail_first_offset())?;
+        if from < state.base_offset {
+            return Ok(None);
+        }
         let batches = &state.sealed;
         let start = batches.partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= from);
         let mut out = Vec::new();
@@ -369,14 +384,23 @@ impl LogBuffer {
             let hi = (to - sealed.first_offset).min(sealed.batch.num_rows() as u64) as usize;
             out.push(sealed.batch.slice(lo, hi - lo));
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// Rows of `partition` with positions in `from..to`, as zero-copy batch slices.
-    pub fn read_positions(&self, partition: u16, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+    /// Rows of `partition` with positions in `from..to`, as zero-copy batch slices;
+    /// `None` when rows from `from` on may have been released.
+    pub fn read_positions(
+        &self,
+        partition: u16,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<RecordBatch>>> {
         let state = self.read_state(partition, |s| {
             s.tail_first_position().is_some_and(|first| to > first)
         })?;
+        if from < self.released_position.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let batches = &state.sealed;
         let start = batches.partition_point(|s| s.last_position < from);
         let mut out = Vec::new();
@@ -395,14 +419,21 @@ impl LogBuffer {
                 out.push(sealed.batch.slice(lo, hi - lo));
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Events of `partition` at the given ascending offsets; stops at the first offset
-    /// not yet visible, so the result is always a prefix.
-    pub fn events_at(&self, partition: u16, offsets: &[u64]) -> Result<Vec<RecordedEvent>> {
+    /// not yet visible, so the result is always a prefix. `None` when some of the
+    /// offsets have been released.
+    pub fn events_at(&self, partition: u16, offsets: &[u64]) -> Result<Option<Vec<RecordedEvent>>> {
         let last = offsets.last().copied().unwrap_or(0);
         let state = self.read_state(partition, |s| last >= s.tail_first_offset())?;
+        if offsets
+            .first()
+            .is_some_and(|first| *first < state.base_offset)
+        {
+            return Ok(None);
+        }
         let batches = &state.sealed;
         let mut out = Vec::with_capacity(offsets.len());
         let mut at = 0;
@@ -419,7 +450,59 @@ impl LogBuffer {
                 _ => break,
             }
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// Start an empty partition at `offset` (the first offset not in Parquet).
+    pub fn start_at(&self, partition: u16, offset: u64) {
+        let mut state = self.partitions[usize::from(partition)].write();
+        debug_assert!(state.end_offset == state.base_offset);
+        state.base_offset = offset;
+        state.end_offset = offset;
+    }
+
+    /// Drop the rows of `partition` below `offset`: they are in Parquet now.
+    pub fn release(&self, partition: u16, offset: u64) -> Result<()> {
+        let mut state = self.partitions[usize::from(partition)].write();
+        if offset <= state.base_offset {
+            return Ok(());
+        }
+        if offset > state.end_offset {
+            return Err(Error::Internal(format!(
+                "partition {partition}: releasing up to offset {offset}, past the end {}",
+                state.end_offset
+            )));
+        }
+        if state.tail.len() > 0 && state.tail_first_offset() < offset {
+            self.seal_tail(&mut state)?;
+        }
+        let keep = state
+            .sealed
+            .partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= offset);
+        state.sealed.drain(..keep);
+        if let Some(first) = state.sealed.first_mut().filter(|s| s.first_offset < offset) {
+            let cut = (offset - first.first_offset) as usize;
+            first.batch = first.batch.slice(cut, first.batch.num_rows() - cut);
+            first.first_offset = offset;
+            first.first_position = first
+                .batch
+                .column(columns::POSITION)
+                .as_primitive::<UInt64Type>()
+                .value(0);
+        }
+        state.base_offset = offset;
+        Ok(())
+    }
+
+    /// Record that every row below `position` has been released (call before the
+    /// partitions' [`LogBuffer::release`]).
+    pub fn set_released_position(&self, position: u64) {
+        self.released_position.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Every row below this position has been released.
+    pub fn released_position(&self) -> u64 {
+        self.released_position.load(Ordering::Acquire)
     }
 
     /// The first offset of `partition` not yet visible.
@@ -427,9 +510,9 @@ impl LogBuffer {
         self.partitions[usize::from(partition)].read().end_offset
     }
 
-    /// Events buffered in `partition`, sealed batches holding them (plus the open
-    /// tail), and the memory the sealed batches take.
-    pub fn partition_size(&self, partition: u16) -> (u64, usize, usize) {
+    /// The partition's next offset, the events it holds, the sealed batches holding
+    /// them (plus the open tail), and the memory the sealed batches take.
+    pub fn partition_size(&self, partition: u16) -> (u64, u64, usize, usize) {
         let state = self.partitions[usize::from(partition)].read();
         let bytes = state
             .sealed
@@ -437,7 +520,12 @@ impl LogBuffer {
             .map(|s| s.batch.get_array_memory_size())
             .sum();
         let batches = state.sealed.len() + usize::from(state.tail.len() > 0);
-        (state.end_offset, batches, bytes)
+        (
+            state.end_offset,
+            state.end_offset - state.base_offset,
+            batches,
+            bytes,
+        )
     }
 }
 
@@ -486,11 +574,13 @@ mod tests {
             }
             expected.push(e);
         }
-        let (rows, batches, _) = buffer.partition_size(1);
-        assert_eq!(rows, 1000);
+        let (rows, buffered, batches, _) = buffer.partition_size(1);
+        assert_eq!((rows, buffered), (1000, 1000));
         assert!(batches < 64, "{batches} batches were not merged");
-        let read = |batches: Result<Vec<RecordBatch>>| -> Vec<RecordedEvent> {
-            let batches = batches.unwrap_or_else(|err| panic!("{err}"));
+        let read = |batches: Result<Option<Vec<RecordBatch>>>| -> Vec<RecordedEvent> {
+            let batches = batches
+                .unwrap_or_else(|err| panic!("{err}"))
+                .unwrap_or_else(|| panic!("rows released"));
             batches
                 .iter()
                 .flat_map(|b| (0..b.num_rows()).map(|r| event_at(b, r)))
@@ -513,17 +603,31 @@ mod tests {
         }
         drop(publisher);
         // Two full batches sealed by size, 50 rows still open.
-        assert_eq!(buffer.partition_size(0).1, 3);
+        assert_eq!(buffer.partition_size(0).2, 3);
         assert_eq!(buffer.next_offset(0), 250);
         let offsets: Vec<u64> = (190..250).step_by(7).collect();
         let got = buffer
             .events_at(0, &offsets)
-            .unwrap_or_else(|err| panic!("{err}"));
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_default();
         let want: Vec<_> = offsets
             .iter()
             .map(|o| events[*o as usize].clone())
             .collect();
         assert_eq!(got, want);
+        // Releasing rows (they went to Parquet) drops and slices batches; reads
+        // below the release point say so instead of returning fewer rows.
+        buffer.set_released_position(130);
+        buffer.release(0, 130).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(buffer.partition_size(0).1, 120);
+        assert!(matches!(buffer.read_offsets(0, 129, 140), Ok(None)));
+        assert!(matches!(buffer.events_at(0, &[10]), Ok(None)));
+        assert!(matches!(buffer.read_positions(0, 100, 200), Ok(None)));
+        let kept = buffer
+            .events_at(0, &[130, 249])
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_default();
+        assert_eq!(kept, vec![events[130].clone(), events[249].clone()]);
         let skipped = event(0, 251, 251);
         let mut publisher = buffer.publisher();
         assert!(matches!(

@@ -134,8 +134,13 @@ fn commit(
         .segment_bytes
         .store(segment_bytes, Ordering::Relaxed);
     if let Some(end) = group.end_position {
+        shared.segments.lock().insert(segment_id, end);
         publish(shared, group)?;
         shared.head.send_replace(end);
+        let waiting = end.saturating_sub(shared.buffer.released_position());
+        if waiting >= shared.config.flush_min_events {
+            shared.flush_wake.notify_one();
+        }
     }
     Ok(())
 }

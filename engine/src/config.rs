@@ -87,6 +87,48 @@ pub struct StoreConfig {
     /// Most events a subscription reads from the log in one step; bounds a
     /// subscriber's memory (`ALLSOURCE_SUBSCRIPTION_CHUNK_EVENTS`, default 1024).
     pub subscription_chunk_events: usize,
+    /// Where the Parquet tables go (`ALLSOURCE_STORAGE_URL`): `None` for
+    /// `<data_dir>/tables`, else `file:///path`, `s3://bucket/prefix` or `memory://`.
+    pub storage_url: Option<String>,
+    /// Settings for an `s3://` storage URL.
+    pub s3: S3Settings,
+    /// The background flusher writes buffered events to Parquet at least this often
+    /// when there are any (`ALLSOURCE_FLUSH_INTERVAL_MS`, default 10000; 0 turns the
+    /// background flusher off, leaving [`EventStore::flush`](crate::EventStore::flush)).
+    pub flush_interval_ms: u64,
+    /// ... and as soon as this many events are waiting (`ALLSOURCE_FLUSH_MIN_EVENTS`,
+    /// default 262144).
+    pub flush_min_events: u64,
+    /// Rows per Parquet data page, the unit a point read decodes
+    /// (`ALLSOURCE_PARQUET_PAGE_ROWS`, default 256).
+    pub parquet_page_rows: usize,
+    /// Rows per Parquet row group (`ALLSOURCE_PARQUET_ROW_GROUP_ROWS`, default 65536).
+    pub parquet_row_group_rows: usize,
+    /// Compaction merges a partition's run of adjacent small files once it has this
+    /// many (`ALLSOURCE_COMPACTION_MIN_FILES`, default 8).
+    pub compaction_min_files: usize,
+    /// Files at least this large are left alone by compaction, and merged files stay
+    /// below it (`ALLSOURCE_COMPACTION_TARGET_BYTES`, default 128 MiB).
+    pub compaction_target_bytes: u64,
+    /// Files replaced by compaction are deleted this long afterwards, so reads that
+    /// started before still find them (`ALLSOURCE_RETIRED_FILE_GRACE_MS`, default 60000).
+    pub retired_file_grace_ms: u64,
+}
+
+/// Connection settings for S3 and S3-compatible servers; unset fields fall back to the
+/// usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000` (`ALLSOURCE_S3_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// Region (`ALLSOURCE_S3_REGION`).
+    pub region: Option<String>,
+    /// Access key id (`ALLSOURCE_S3_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (`ALLSOURCE_S3_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Allow plain HTTP endpoints (`ALLSOURCE_S3_ALLOW_HTTP`).
+    pub allow_http: Option<bool>,
 }
 
 impl StoreConfig {
@@ -102,6 +144,15 @@ impl StoreConfig {
             max_request_bytes: 64 * 1024 * 1024,
             buffer_batch_rows: 8192,
             subscription_chunk_events: 1024,
+            storage_url: None,
+            s3: S3Settings::default(),
+            flush_interval_ms: 10_000,
+            flush_min_events: 262_144,
+            parquet_page_rows: 256,
+            parquet_row_group_rows: 65_536,
+            compaction_min_files: 8,
+            compaction_target_bytes: 128 * 1024 * 1024,
+            retired_file_grace_ms: 60_000,
         }
     }
 
@@ -120,6 +171,18 @@ impl StoreConfig {
     /// Set the WAL segment size.
     pub fn with_wal_segment_bytes(mut self, bytes: u64) -> Self {
         self.wal_segment_bytes = bytes;
+        self
+    }
+
+    /// Set where the Parquet tables go (see [`StoreConfig::storage_url`]).
+    pub fn with_storage_url(mut self, url: impl Into<String>) -> Self {
+        self.storage_url = Some(url.into());
+        self
+    }
+
+    /// Set the background flush interval (0: no background flushing).
+    pub fn with_flush_interval_ms(mut self, ms: u64) -> Self {
+        self.flush_interval_ms = ms;
         self
     }
 
@@ -147,6 +210,35 @@ impl StoreConfig {
             &mut config.subscription_chunk_events,
             "ALLSOURCE_SUBSCRIPTION_CHUNK_EVENTS",
         )?;
+        if let Some(url) = env_var("ALLSOURCE_STORAGE_URL") {
+            config.storage_url = Some(url);
+        }
+        config.s3.endpoint = env_var("ALLSOURCE_S3_ENDPOINT");
+        config.s3.region = env_var("ALLSOURCE_S3_REGION");
+        config.s3.access_key_id = env_var("ALLSOURCE_S3_ACCESS_KEY_ID");
+        config.s3.secret_access_key = env_var("ALLSOURCE_S3_SECRET_ACCESS_KEY");
+        if let Some(v) = env_var("ALLSOURCE_S3_ALLOW_HTTP") {
+            config.s3.allow_http = Some(parse_bool("ALLSOURCE_S3_ALLOW_HTTP", &v)?);
+        }
+        set_from_env(&mut config.flush_interval_ms, "ALLSOURCE_FLUSH_INTERVAL_MS")?;
+        set_from_env(&mut config.flush_min_events, "ALLSOURCE_FLUSH_MIN_EVENTS")?;
+        set_from_env(&mut config.parquet_page_rows, "ALLSOURCE_PARQUET_PAGE_ROWS")?;
+        set_from_env(
+            &mut config.parquet_row_group_rows,
+            "ALLSOURCE_PARQUET_ROW_GROUP_ROWS",
+        )?;
+        set_from_env(
+            &mut config.compaction_min_files,
+            "ALLSOURCE_COMPACTION_MIN_FILES",
+        )?;
+        set_from_env(
+            &mut config.compaction_target_bytes,
+            "ALLSOURCE_COMPACTION_TARGET_BYTES",
+        )?;
+        set_from_env(
+            &mut config.retired_file_grace_ms,
+            "ALLSOURCE_RETIRED_FILE_GRACE_MS",
+        )?;
         Ok(config)
     }
 
@@ -171,6 +263,14 @@ impl StoreConfig {
                 crate::wal::MAX_RECORD_BODY_BYTES
             )));
         }
+        if self.parquet_page_rows == 0
+            || self.parquet_row_group_rows == 0
+            || self.compaction_min_files < 2
+        {
+            return Err(Error::Config(
+                "parquet_page_rows and parquet_row_group_rows must be at least 1, compaction_min_files at least 2".into(),
+            ));
+        }
         if self.buffer_batch_rows == 0 || self.subscription_chunk_events == 0 {
             return Err(Error::Config(
                 "buffer_batch_rows and subscription_chunk_events must be at least 1".into(),
@@ -188,6 +288,16 @@ fn parse_env<T: FromStr>(name: &str, value: &str) -> Result<T> {
     value
         .parse()
         .map_err(|_| Error::Config(format!("{name}={value:?} is not a valid number")))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::Config(format!(
+            "{name}={value:?} is not true or false"
+        ))),
+    }
 }
 
 fn set_from_env<T: FromStr>(field: &mut T, name: &str) -> Result<()> {

@@ -101,6 +101,14 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
+    /// Reading or writing the tiered tables (object storage, Parquet) failed.
+    #[error("{context}: {reason}")]
+    Storage {
+        /// What was being done, and to which object.
+        context: String,
+        /// The underlying error.
+        reason: String,
+    },
     /// Another process holds the store's lock.
     #[error("the store at {} is in use by another process", .0.display())]
     Locked(PathBuf),
@@ -147,11 +155,19 @@ impl Error {
             }
             Error::PartitionOutOfRange { .. } => ErrorKind::NotFound,
             Error::Io { .. }
+            | Error::Storage { .. }
             | Error::Corrupt { .. }
             | Error::Locked(_)
             | Error::WalFailed(_)
             | Error::Closed => ErrorKind::Environment,
             Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn storage(context: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::Storage {
+            context: context.into(),
+            reason: reason.to_string(),
         }
     }
 

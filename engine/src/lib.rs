@@ -32,24 +32,27 @@ mod config;
 mod error;
 mod event;
 mod event_id;
+mod flush;
 pub mod json;
 mod meta;
 mod partition;
 mod sequencer;
 mod store;
 mod subscription;
+pub mod tier;
 pub mod wal;
 
 pub use buffer::{event_at, event_schema, events_to_batch};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Durability, StoreConfig};
+pub use config::{Durability, S3Settings, StoreConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{
     AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, MAX_NAME_BYTES,
     RecordedEvent, StreamAppend,
 };
 pub use event_id::EventId;
+pub use flush::{CompactionReport, FlushReport};
 pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
-pub use store::{EventStore, PartitionStats, StoreStats, WalStats};
+pub use store::{Environment, EventStore, PartitionStats, StoreStats, TierStats, WalStats};
 pub use subscription::{Subscription, SubscriptionFilter};

@@ -278,6 +278,18 @@ impl Sequencer {
                 event.position, self.next_position
             ));
         }
+        self.apply(event)?;
+        self.next_position += 1;
+        Ok(())
+    }
+
+    /// Re-apply an event read from a Parquet file on open. Files are read partition
+    /// by partition, so positions are not checked here; offsets and versions are.
+    pub fn restore(&mut self, event: &EventRow<'_>) -> std::result::Result<(), String> {
+        self.apply(event)
+    }
+
+    fn apply(&mut self, event: &EventRow<'_>) -> std::result::Result<(), String> {
         let expected_partition = partition_for(event.tenant, event.entity_id, self.partitions);
         if event.partition != expected_partition {
             return Err(format!(
@@ -310,7 +322,6 @@ impl Sequencer {
         }
         stream.offsets.push(event.offset);
         stream.ids.insert(id_key(event.event_id), event.version);
-        self.next_position += 1;
         self.events += 1;
         Ok(())
     }

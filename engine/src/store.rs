@@ -1,5 +1,6 @@
 //! [`EventStore`]: open (with recovery), append, read, subscribe, stats, close.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,20 +11,47 @@ use arrow::array::RecordBatch;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{oneshot, watch};
 
-use crate::buffer::{LogBuffer, event_at};
+use crate::buffer::{LogBuffer, event_at, event_schema};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::event::{AppendRequest, AppendResult, Limits, RecordedEvent, validate_request};
+use crate::flush::{
+    CompactionReport, FlushReport, compact, flush, restore_sequencer, run_flusher, truncate_wal,
+};
 use crate::meta::{self, StoreMeta};
 use crate::sequencer::{Group, Outcome, Sequencer, retry_acks};
 use crate::subscription::{Subscription, SubscriptionFilter};
+use crate::tier::files::ParquetLayout;
+use crate::tier::manifest::Manifest;
+use crate::tier::{Tier, TierRuntime, storage};
 use crate::wal::WAL_DIR;
 use crate::wal::scan::{SegmentStatus, scan_dir};
 use crate::wal::writer::{OsSegmentIo, SegmentIo, SegmentWriter, Tail};
 
 /// Name of the lock file that keeps a second process out of the data directory.
 const LOCK_FILE: &str = "LOCK";
+
+/// What a store runs on besides its configuration. Tests replace parts of it.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The clock stamping `ingested_at`.
+    pub clock: Arc<dyn Clock>,
+    /// How WAL segment files are written.
+    pub segment_io: Arc<dyn SegmentIo>,
+    /// The table storage; `None` opens the one the configuration names.
+    pub object_store: Option<Arc<dyn object_store::ObjectStore>>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            segment_io: Arc::new(OsSegmentIo),
+            object_store: None,
+        }
+    }
+}
 
 /// The event log: a handle that is cheap to clone and safe to share between tasks.
 ///
@@ -41,7 +69,7 @@ const LOCK_FILE: &str = "LOCK";
 /// let result = store.append(request).await?;
 /// assert_eq!(result.events[0].version, 1);
 ///
-/// let events = store.read_stream("acme", "order-1", 1, 100)?;
+/// let events = store.read_stream("acme", "order-1", 1, 100).await?;
 /// assert_eq!(events[0].event_type, "order.placed");
 /// store.close()?;
 /// # Ok(()) }
@@ -70,8 +98,28 @@ pub(crate) struct Shared {
     /// The first position not yet visible to readers.
     pub head: watch::Sender<u64>,
     pub counters: WalCounters,
+    /// Each WAL segment's end: the first position after its last event.
+    pub segments: Mutex<BTreeMap<u64, u64>>,
+    /// The Parquet files and their manifest.
+    pub tier: Tier,
+    /// The runtime every object store call runs on.
+    pub runtime: TierRuntime,
+    /// Wakes the background flusher early.
+    pub flush_wake: tokio::sync::Notify,
+    pub tier_counters: TierCounters,
     /// The data directory's lock, released when the store closes.
     lock: Mutex<Option<File>>,
+}
+
+/// Figures the flusher keeps.
+#[derive(Debug, Default)]
+pub(crate) struct TierCounters {
+    pub flushes: AtomicU64,
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub compactions: AtomicU64,
+    pub files_compacted: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// What the state lock guards.
@@ -120,6 +168,8 @@ pub struct StoreStats {
     pub durability: String,
     /// WAL figures since the store was opened.
     pub wal: WalStats,
+    /// Parquet tiering figures.
+    pub tier: TierStats,
     /// Per-partition figures.
     pub partition_stats: Vec<PartitionStats>,
 }
@@ -143,13 +193,42 @@ pub struct WalStats {
     pub fsync_micros: u64,
 }
 
+/// Parquet tiering figures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TierStats {
+    /// Current manifest version (0: nothing flushed yet).
+    pub manifest_version: u64,
+    /// Every event below this position is in Parquet.
+    pub flushed_position: u64,
+    /// Files in the manifest.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub file_bytes: u64,
+    /// Flushes since the store was opened.
+    pub flushes: u64,
+    /// Files written by those flushes.
+    pub files_written: u64,
+    /// Bytes written by those flushes.
+    pub bytes_written: u64,
+    /// Compactions since the store was opened.
+    pub compactions: u64,
+    /// Files merged away by those compactions.
+    pub files_compacted: u64,
+    /// Replaced files waiting for their grace period to end.
+    pub retired_files: u64,
+    /// The last flush error, if the last flush failed.
+    pub last_error: Option<String>,
+}
+
 /// One partition's figures.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStats {
     /// The partition.
     pub partition: u16,
-    /// Events buffered.
+    /// Events in the partition (its next offset).
     pub events: u64,
+    /// Events held in the buffer (not yet released to Parquet).
+    pub buffered_events: u64,
     /// Arrow batches holding them.
     pub batches: usize,
     /// Memory they take, in bytes.
@@ -168,17 +247,24 @@ impl EventStore {
 
     /// [`EventStore::open`] with an injected clock.
     pub fn open_with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::open_with(config, clock, Arc::new(OsSegmentIo))
+        Self::open_with(
+            config,
+            Environment {
+                clock,
+                ..Environment::default()
+            },
+        )
     }
 
-    /// [`EventStore::open`] with an injected clock and WAL segment I/O (tests use it
-    /// to make writes or fsyncs fail).
-    pub fn open_with(
-        config: StoreConfig,
-        clock: Arc<dyn Clock>,
-        segment_io: Arc<dyn SegmentIo>,
-    ) -> Result<Self> {
+    /// [`EventStore::open`] with parts of its environment replaced (tests use it to
+    /// make WAL writes or fsyncs fail, or to watch the table storage).
+    pub fn open_with(config: StoreConfig, env: Environment) -> Result<Self> {
         config.validate()?;
+        let Environment {
+            clock,
+            segment_io,
+            object_store,
+        } = env;
         let dir = config.data_dir.clone();
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         let lock = lock_dir(&dir)?;
@@ -187,8 +273,31 @@ impl EventStore {
         fs::create_dir_all(&wal_dir).context(|| format!("creating {}", wal_dir.display()))?;
         remove_temp_files(&wal_dir)?;
 
+        let object_store = match object_store {
+            Some(store) => store,
+            None => storage::open_storage(&config)?,
+        };
+        let runtime = TierRuntime::new()?;
+        let layout = ParquetLayout {
+            page_rows: config.parquet_page_rows,
+            row_group_rows: config.parquet_row_group_rows,
+        };
+        let partitions = meta.partitions;
+        let tier = runtime.block_on(async move {
+            let tier = Tier::open(object_store, partitions, layout, event_schema()).await?;
+            let manifest = tier.manifest();
+            let seq = restore_sequencer(&tier, &manifest, Sequencer::new(partitions)).await?;
+            Ok::<_, Error>((tier, seq))
+        })?;
+        let (tier, seq) = tier?;
+        let manifest = tier.manifest();
+
         let buffer = LogBuffer::new(meta.partitions, config.buffer_batch_rows);
-        let (seq, tail) = recover(&wal_dir, meta.partitions, &buffer)?;
+        for partition in 0..meta.partitions {
+            buffer.start_at(partition, manifest.next_offsets[usize::from(partition)]);
+        }
+        buffer.set_released_position(manifest.flushed_position);
+        let (seq, tail, segments) = recover(&wal_dir, &manifest, seq, &buffer)?;
         let wal = SegmentWriter::open(
             &wal_dir,
             tail,
@@ -201,9 +310,14 @@ impl EventStore {
             data_dir = %dir.display(),
             partitions = meta.partitions,
             events = seq.next_position,
+            flushed = manifest.flushed_position,
             durability = %config.durability,
             "event store open"
         );
+        let counters = WalCounters::default();
+        counters
+            .segment_id
+            .store(wal.position().0, Ordering::Release);
         let shared = Arc::new(Shared {
             config,
             meta,
@@ -217,14 +331,23 @@ impl EventStore {
             wake: Condvar::new(),
             buffer,
             head,
-            counters: WalCounters::default(),
+            counters,
+            segments: Mutex::new(segments),
+            tier,
+            runtime,
+            flush_wake: tokio::sync::Notify::new(),
+            tier_counters: TierCounters::default(),
             lock: Mutex::new(Some(lock)),
         });
+        truncate_wal(&shared, manifest.flushed_position)?;
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("allsource-wal".into())
             .spawn(move || crate::commit::run(writer_shared, wal))
             .context(|| "starting the WAL writer thread".to_string())?;
+        if shared.config.flush_interval_ms > 0 {
+            shared.runtime.spawn(run_flusher(Arc::clone(&shared)));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -268,18 +391,25 @@ impl EventStore {
             }
             Outcome::Retry(locations) => {
                 self.wait_visible(assigned_up_to).await?;
-                let events = locations
-                    .iter()
-                    .map(|(partition, offset)| self.event_at_offset(*partition, *offset))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut events = Vec::with_capacity(locations.len());
+                for (partition, offset) in locations {
+                    let found = read_events_at(shared, partition, vec![offset]).await?;
+                    let event = found.into_iter().next().ok_or_else(|| {
+                        Error::Internal(format!(
+                            "event at partition {partition} offset {offset} is not visible"
+                        ))
+                    })?;
+                    events.push(event);
+                }
                 Ok(retry_acks(&events))
             }
         }
     }
 
     /// Up to `max_count` events of a stream, from version `from_version` (1 = the
-    /// start), in version order. An unknown stream reads as empty.
-    pub fn read_stream(
+    /// start), in version order, from the buffer and the Parquet files alike. An
+    /// unknown stream reads as empty.
+    pub async fn read_stream(
         &self,
         tenant: &str,
         entity_id: &str,
@@ -296,10 +426,7 @@ impl EventStore {
         let Some(location) = location else {
             return Ok(Vec::new());
         };
-        self.inner
-            .shared
-            .buffer
-            .events_at(location.partition, &location.offsets)
+        read_events_at(&self.inner.shared, location.partition, location.offsets).await
     }
 
     /// The stream's current version, counting only visible events; `None` when the
@@ -314,21 +441,78 @@ impl EventStore {
 
     /// Up to `max_count` events of a partition from `from_offset`, as Arrow batches
     /// (all tenants: this is a store-level read for flushers and pipelines).
-    pub fn read_partition(
+    pub async fn read_partition(
         &self,
         partition: u16,
         from_offset: u64,
         max_count: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let count = self.inner.shared.meta.partitions;
+        let shared = &self.inner.shared;
+        let count = shared.meta.partitions;
         if partition >= count {
             return Err(Error::PartitionOutOfRange { partition, count });
         }
-        let to = from_offset.saturating_add(max_count as u64);
+        let to = from_offset
+            .saturating_add(max_count as u64)
+            .min(shared.buffer.next_offset(partition));
+        loop {
+            let manifest = shared.tier.manifest();
+            let split = manifest.next_offsets[usize::from(partition)];
+            let mut out = Vec::new();
+            if from_offset < split {
+                let range = from_offset..to.min(split);
+                let task_shared = Arc::clone(shared);
+                let task_manifest = Arc::clone(&manifest);
+                out = shared
+                    .runtime
+                    .run(async move {
+                        task_shared
+                            .tier
+                            .read_offsets(&task_manifest, partition, range)
+                            .await
+                    })
+                    .await??;
+            }
+            if to > split {
+                match shared
+                    .buffer
+                    .read_offsets(partition, from_offset.max(split), to)?
+                {
+                    Some(batches) => out.extend(batches),
+                    None => continue,
+                }
+            }
+            return Ok(out);
+        }
+    }
+
+    /// Write every visible event not yet in Parquet to the table storage now, and
+    /// wait until the manifest naming the files is committed. The background flusher
+    /// does this on its own every `flush_interval_ms`.
+    pub async fn flush(&self) -> Result<FlushReport> {
+        let shared = Arc::clone(&self.inner.shared);
         self.inner
             .shared
-            .buffer
-            .read_offsets(partition, from_offset, to)
+            .runtime
+            .run(async move { flush(&shared).await })
+            .await?
+    }
+
+    /// Merge small Parquet files and delete replaced ones whose grace period is over
+    /// (see `compaction_min_files`, `compaction_target_bytes`,
+    /// `retired_file_grace_ms`). The background flusher runs this after each flush.
+    pub async fn compact(&self) -> Result<CompactionReport> {
+        let shared = Arc::clone(&self.inner.shared);
+        self.inner
+            .shared
+            .runtime
+            .run(async move { compact(&shared).await })
+            .await?
+    }
+
+    /// The current manifest: which Parquet files hold which part of the log.
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.inner.shared.tier.manifest()
     }
 
     /// Follow the log from `from_position`: first the events already there, then new
@@ -362,12 +546,16 @@ impl EventStore {
         let shared = &self.inner.shared;
         let (streams, events) = shared.state.lock().seq.counts();
         let c = &shared.counters;
+        let t = &shared.tier_counters;
+        let manifest = shared.tier.manifest();
         let partition_stats = (0..shared.meta.partitions)
             .map(|partition| {
-                let (events, batches, buffer_bytes) = shared.buffer.partition_size(partition);
+                let (events, buffered_events, batches, buffer_bytes) =
+                    shared.buffer.partition_size(partition);
                 PartitionStats {
                     partition,
                     events,
+                    buffered_events,
                     batches,
                     buffer_bytes,
                 }
@@ -387,6 +575,19 @@ impl EventStore {
                 bytes_written: c.bytes.load(Ordering::Relaxed),
                 fsyncs: c.fsyncs.load(Ordering::Relaxed),
                 fsync_micros: c.fsync_micros.load(Ordering::Relaxed),
+            },
+            tier: TierStats {
+                manifest_version: manifest.version,
+                flushed_position: manifest.flushed_position,
+                files: manifest.files.len() as u64,
+                file_bytes: manifest.files.iter().map(|f| f.bytes).sum(),
+                flushes: t.flushes.load(Ordering::Relaxed),
+                files_written: t.files_written.load(Ordering::Relaxed),
+                bytes_written: t.bytes_written.load(Ordering::Relaxed),
+                compactions: t.compactions.load(Ordering::Relaxed),
+                files_compacted: t.files_compacted.load(Ordering::Relaxed),
+                retired_files: manifest.retired.len() as u64,
+                last_error: t.last_error.lock().clone(),
             },
             partition_stats,
         }
@@ -414,22 +615,45 @@ impl EventStore {
             head.changed().await.map_err(|_| Error::Closed)?;
         }
     }
+}
 
-    fn event_at_offset(&self, partition: u16, offset: u64) -> Result<RecordedEvent> {
-        let batches = self
-            .inner
-            .shared
-            .buffer
-            .read_offsets(partition, offset, offset + 1)?;
-        batches
-            .first()
-            .filter(|b| b.num_rows() == 1)
-            .map(|b| event_at(b, 0))
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "event at partition {partition} offset {offset} is not visible"
-                ))
-            })
+/// The events of `partition` at `offsets` (ascending), from Parquet below the
+/// manifest's split and from the buffer above it; a prefix when some are not yet
+/// visible.
+pub(crate) async fn read_events_at(
+    shared: &Arc<Shared>,
+    partition: u16,
+    offsets: Vec<u64>,
+) -> Result<Vec<RecordedEvent>> {
+    loop {
+        let manifest = shared.tier.manifest();
+        let split = manifest.next_offsets[usize::from(partition)];
+        let flushed = offsets.partition_point(|o| *o < split);
+        let mut events = Vec::with_capacity(offsets.len());
+        if flushed > 0 {
+            let task_shared = Arc::clone(shared);
+            let task_manifest = Arc::clone(&manifest);
+            let wanted = offsets[..flushed].to_vec();
+            let batches = shared
+                .runtime
+                .run(async move {
+                    task_shared
+                        .tier
+                        .read_at(&task_manifest, partition, &wanted)
+                        .await
+                })
+                .await??;
+            for batch in &batches {
+                events.extend((0..batch.num_rows()).map(|row| event_at(batch, row)));
+            }
+        }
+        if flushed < offsets.len() {
+            match shared.buffer.events_at(partition, &offsets[flushed..])? {
+                Some(buffered) => events.extend(buffered),
+                None => continue,
+            }
+        }
+        return Ok(events);
     }
 }
 
@@ -445,7 +669,15 @@ impl Inner {
                 .join()
                 .map_err(|_| Error::Internal("the WAL writer thread panicked".into()))?;
         }
-        // The writer has stopped: nothing touches the directory any more.
+        // Let a flush in progress finish (it may be deleting WAL segments), then stop
+        // the tiering runtime.
+        self.shared.flush_wake.notify_one();
+        let shared = Arc::clone(&self.shared);
+        let _ = self.shared.runtime.block_on(async move {
+            drop(shared.tier.change_lock.lock().await);
+        });
+        self.shared.runtime.shutdown();
+        // The writer and the flusher have stopped: nothing touches the directory any more.
         self.shared.lock.lock().take();
         match &self.shared.state.lock().failure {
             Some(message) => Err(Error::WalFailed(message.clone())),
@@ -503,19 +735,31 @@ fn remove_temp_files(wal_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replay the WAL into a sequencer and the buffer. Returns where the writer goes on.
+/// Replay the WAL into the sequencer (already restored from the manifest's files) and
+/// the buffer, skipping events the files hold. Returns where the writer goes on, and
+/// each segment's end position.
 fn recover(
     wal_dir: &Path,
-    partitions: u16,
+    manifest: &Manifest,
+    mut seq: Sequencer,
     buffer: &LogBuffer,
-) -> Result<(Sequencer, Option<Tail>)> {
-    let mut seq = Sequencer::new(partitions);
+) -> Result<(Sequencer, Option<Tail>, BTreeMap<u64, u64>)> {
+    let flushed = manifest.flushed_position;
     let mut publisher = buffer.publisher();
     let mut reports = Vec::new();
+    let mut segments = BTreeMap::new();
+    let end = std::cell::Cell::new(0u64);
     let next_sequence = scan_dir(
         wal_dir,
-        |report| reports.push(report),
+        |report| {
+            segments.insert(report.segment_id, end.get());
+            reports.push(report);
+        },
         |event| {
+            end.set(end.get().max(event.position + 1));
+            if event.position < flushed {
+                return Ok(());
+            }
             seq.replay(event)?;
             publisher.push(event).map_err(|e| e.to_string())
         },
@@ -523,7 +767,7 @@ fn recover(
     drop(publisher);
     seq.next_sequence = next_sequence;
     let Some(last) = reports.last() else {
-        return Ok((seq, None));
+        return Ok((seq, None, segments));
     };
     match &last.status {
         SegmentStatus::Corrupt { offset, reason } => {
@@ -548,5 +792,6 @@ fn recover(
             valid_bytes: last.valid_bytes,
             file_bytes: last.file_bytes,
         }),
+        segments,
     ))
 }

@@ -88,7 +88,7 @@ impl Subscription {
             let head = *self.head.borrow_and_update();
             if self.next_position < head {
                 let to = head.min(self.next_position.saturating_add(chunk));
-                let events = self.read(self.next_position, to)?;
+                let events = self.read(self.next_position, to).await?;
                 self.next_position = to;
                 if !events.is_empty() {
                     return Ok(events);
@@ -111,7 +111,7 @@ impl Subscription {
         self.head.borrow().saturating_sub(self.next_position)
     }
 
-    fn read(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>> {
+    async fn read(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>> {
         let partitions: Vec<u16> = match &self.filter.entity_id {
             Some(entity_id) => vec![partition_for(
                 &self.tenant,
@@ -120,24 +120,68 @@ impl Subscription {
             )],
             None => (0..self.shared.meta.partitions).collect(),
         };
-        let mut events = Vec::new();
-        for partition in partitions {
-            for batch in self.shared.buffer.read_positions(partition, from, to)? {
-                let tenant = batch.column(columns::TENANT).as_string::<i32>();
-                let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
-                let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
-                for row in 0..batch.num_rows() {
-                    let wanted = tenant.value(row) == self.tenant
-                        && self
-                            .filter
-                            .entity_id
-                            .as_deref()
-                            .is_none_or(|e| entity.value(row) == e)
-                        && (self.filter.event_types.is_empty()
-                            || self.filter.event_types.iter().any(|t| kind.value(row) == t));
-                    if wanted {
-                        events.push(event_at(&batch, row));
+        let batches = loop {
+            let manifest = self.shared.tier.manifest();
+            let split = manifest.flushed_position;
+            let mut batches = Vec::new();
+            if from < split {
+                let shared = Arc::clone(&self.shared);
+                let wanted = partitions.clone();
+                let range = from..to.min(split);
+                batches = self
+                    .shared
+                    .runtime
+                    .run(async move {
+                        let mut out = Vec::new();
+                        for partition in wanted {
+                            out.extend(
+                                shared
+                                    .tier
+                                    .read_positions(&manifest, partition, range.clone())
+                                    .await?,
+                            );
+                        }
+                        Ok::<_, Error>(out)
+                    })
+                    .await??;
+            }
+            if to > split {
+                let mut released = false;
+                for partition in &partitions {
+                    match self
+                        .shared
+                        .buffer
+                        .read_positions(*partition, from.max(split), to)?
+                    {
+                        Some(buffered) => batches.extend(buffered),
+                        None => {
+                            released = true;
+                            break;
+                        }
                     }
+                }
+                if released {
+                    continue;
+                }
+            }
+            break batches;
+        };
+        let mut events = Vec::new();
+        for batch in batches {
+            let tenant = batch.column(columns::TENANT).as_string::<i32>();
+            let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
+            let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
+            for row in 0..batch.num_rows() {
+                let wanted = tenant.value(row) == self.tenant
+                    && self
+                        .filter
+                        .entity_id
+                        .as_deref()
+                        .is_none_or(|e| entity.value(row) == e)
+                    && (self.filter.event_types.is_empty()
+                        || self.filter.event_types.iter().any(|t| kind.value(row) == t));
+                if wanted {
+                    events.push(event_at(&batch, row));
                 }
             }
         }

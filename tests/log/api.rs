@@ -99,6 +99,7 @@ async fn a_multi_stream_request_is_all_or_nothing() {
     assert!(
         store
             .read_stream("t", "a", 1, 10)
+            .await
             .unwrap_or_else(|e| panic!("{e}"))
             .is_empty()
     );
@@ -279,6 +280,7 @@ async fn read_partition_returns_offsets_in_order_and_rejects_unknown_partitions(
     for p in 0..4 {
         let batches = store
             .read_partition(p, 0, usize::MAX)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         let events: Vec<_> = batches
             .iter()
@@ -293,6 +295,7 @@ async fn read_partition_returns_offsets_in_order_and_rejects_unknown_partitions(
         assert!(events.iter().all(|e| e.partition == p));
         let tail = store
             .read_partition(p, 3, 2)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         let tail_offsets: Vec<u64> = tail
             .iter()
@@ -303,7 +306,7 @@ async fn read_partition_returns_offsets_in_order_and_rejects_unknown_partitions(
     }
     assert_eq!(total, 200);
     assert!(matches!(
-        store.read_partition(4, 0, 1),
+        store.read_partition(4, 0, 1).await,
         Err(Error::PartitionOutOfRange {
             partition: 4,
             count: 4

@@ -68,6 +68,7 @@ async fn sixteen_writers_win_each_version_exactly_once() {
     );
     let events = store
         .read_stream("t", "contested", 1, usize::MAX)
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
     assert_eq!(

@@ -113,6 +113,10 @@ fn run_and_kill(dir: &std::path::Path, round: u64, kill_after: Duration) -> Vec<
 }
 
 fn check_store(dir: &std::path::Path, acked: &[Ack], round: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let store = open(dir, Durability::Always);
     let mut streams: HashMap<String, Vec<allsource::engine::RecordedEvent>> = HashMap::new();
     let entities = (0..WRITERS).flat_map(|w| {
@@ -123,8 +127,8 @@ fn check_store(dir: &std::path::Path, acked: &[Ack], round: u64) {
         ]
     });
     for entity in entities {
-        let events = store
-            .read_stream("t", &entity, 1, usize::MAX)
+        let events = runtime
+            .block_on(store.read_stream("t", &entity, 1, usize::MAX))
             .unwrap_or_else(|e| panic!("{e}"));
         let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
         assert_eq!(

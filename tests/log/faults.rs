@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use allsource::engine::wal::{SegmentFile, SegmentIo};
-use allsource::engine::{Durability, Error, EventStore, ExpectedVersion, StoreConfig, SystemClock};
+use allsource::engine::{Durability, Environment, Error, EventStore, ExpectedVersion, StoreConfig};
 
 use crate::util::{append, event, open};
 
@@ -66,8 +66,10 @@ async fn fail_and_reopen(fail_writes: bool) {
     });
     let store = EventStore::open_with(
         StoreConfig::new(dir.path()).with_durability(Durability::Always),
-        Arc::new(SystemClock),
-        Arc::new(FaultyIo(Arc::clone(&faults))),
+        Environment {
+            segment_io: Arc::new(FaultyIo(Arc::clone(&faults))),
+            ..Environment::default()
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..5 {
@@ -119,6 +121,7 @@ async fn fail_and_reopen(fail_writes: bool) {
     assert_eq!(
         store
             .read_stream("t", "order-1", 1, 100)
+            .await
             .map(|e| e.len())
             .ok(),
         Some(5)
@@ -131,6 +134,7 @@ async fn fail_and_reopen(fail_writes: bool) {
     let store = open(dir.path(), Durability::Always);
     let events = store
         .read_stream("t", "order-1", 1, 100)
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
     assert!(

@@ -7,6 +7,7 @@ mod faults;
 mod model;
 mod recovery;
 mod serve;
+mod tiering;
 
 /// The `n` field of a test payload.
 fn recovery_n(payload: &str) -> u64 {

@@ -1,4 +1,5 @@
-//! Model-based test: random appends, reads and reopens against an in-memory reference.
+//! Model-based test: random appends, reads, flushes to Parquet and reopens against an
+//! in-memory reference.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,6 +12,7 @@ use proptest::prelude::*;
 enum Op {
     Append { tenant: u8, parts: Vec<Part> },
     Read { tenant: u8, stream: u8, from: u64 },
+    Flush,
     Reopen,
 }
 
@@ -40,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u8..2, prop::collection::vec(part(), 1..3)).prop_map(|(tenant, parts)| Op::Append { tenant, parts }),
         3 => (0u8..2, 0u8..4, 1u64..6).prop_map(|(tenant, stream, from)| Op::Read { tenant, stream, from }),
+        1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
     ]
 }
@@ -184,12 +187,14 @@ fn observed(result: Result<allsource::engine::AppendResult, Error>) -> Expect {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let config = StoreConfig::new(dir.path())
         .with_durability(Durability::Never)
-        .with_partitions(4);
+        .with_partitions(4)
+        .with_flush_interval_ms(0);
     let mut store =
         EventStore::open(config.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut model = Model::default();
@@ -205,13 +210,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 stream,
                 from,
             } => {
-                let events = store
-                    .read_stream(
+                let events = runtime
+                    .block_on(store.read_stream(
                         &format!("tenant-{tenant}"),
                         &format!("s{stream}"),
                         from,
                         usize::MAX,
-                    )
+                    ))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let got: Vec<_> = events
                     .iter()
@@ -231,6 +236,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .filter(|e| e.0 >= from)
                     .collect();
                 prop_assert_eq!(got, want);
+            }
+            Op::Flush => {
+                let report = runtime
+                    .block_on(store.flush())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(report.flushed_position, store.head_position());
             }
             Op::Reopen => {
                 store

@@ -78,6 +78,7 @@ async fn torn_tail_at_every_byte_keeps_every_whole_record() {
         assert!(
             store
                 .read_stream("t", "last", 1, 10)
+                .await
                 .unwrap_or_else(|e| panic!("{e}"))
                 .is_empty()
         );
@@ -201,6 +202,7 @@ async fn rotation_and_reopen_keep_every_event_in_order() {
     for s in 0..7u64 {
         let events = store
             .read_stream("t", &format!("s{s}"), 1, usize::MAX)
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         let ns: Vec<u64> = events.iter().map(|e| n_of(&e.payload)).collect();
         let expected: Vec<u64> = (0..300).filter(|i| i % 7 == s).collect();

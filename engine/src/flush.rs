@@ -1,0 +1,397 @@
+//! Moving the log from the buffer to Parquet: flushes, the background flusher, WAL
+//! truncation, and rebuilding the sequencer from the files on open.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{UInt16Type, UInt64Type};
+
+use crate::buffer::columns;
+use crate::error::{Error, Result};
+use crate::event::EventRow;
+use crate::meta::sync_dir;
+use crate::sequencer::Sequencer;
+use crate::store::Shared;
+use crate::tier::Tier;
+use crate::tier::files::{file_path, rows_of, write_file};
+use crate::tier::manifest::{FileEntry, Manifest, RetiredFile};
+use crate::wal::{WAL_DIR, frame};
+
+/// What one flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlushReport {
+    /// Events written to Parquet.
+    pub events: u64,
+    /// Files written (one per partition that had events).
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Every event below this position is now in Parquet.
+    pub flushed_position: u64,
+    /// The manifest version committed (unchanged when there was nothing to flush).
+    pub manifest_version: u64,
+    /// WAL segments deleted because all their events are in Parquet.
+    pub wal_segments_deleted: u64,
+}
+
+/// Write every visible event not yet in Parquet to one file per partition, commit
+/// the manifest, then release those rows from the buffer and delete the WAL segments
+/// wholly below the flushed position.
+pub(crate) async fn flush(shared: &Shared) -> Result<FlushReport> {
+    let tier = &shared.tier;
+    let _change = tier.change_lock.lock().await;
+    let current = tier.manifest();
+    let cut = *shared.head.borrow();
+    let mut report = FlushReport {
+        flushed_position: current.flushed_position,
+        manifest_version: current.version,
+        ..FlushReport::default()
+    };
+    if cut <= current.flushed_position {
+        return Ok(report);
+    }
+    let started = Instant::now();
+    let mut next = Manifest::clone(&current);
+    next.version += 1;
+    for partition in 0..shared.meta.partitions {
+        let batches = shared
+            .buffer
+            .read_positions(partition, current.flushed_position, cut)?
+            .ok_or_else(|| Error::Internal("rows to flush were released".into()))?;
+        let rows = rows_of(&batches) as u64;
+        if rows == 0 {
+            continue;
+        }
+        let from = current.next_offsets[usize::from(partition)];
+        let path = file_path(partition, &(from..from + rows), next.version);
+        let entry = write_file(tier.store(), &tier.schema, path, &batches, tier.layout).await?;
+        if entry.first_offset != from {
+            return Err(Error::Internal(format!(
+                "partition {partition}: flushing from offset {}, expected {from}",
+                entry.first_offset
+            )));
+        }
+        next.next_offsets[usize::from(partition)] = entry.end_offset;
+        report.events += rows;
+        report.files += 1;
+        report.bytes += entry.bytes;
+        next.files.push(entry);
+    }
+    next.files.sort_by_key(|f| (f.partition, f.first_offset));
+    next.flushed_position = cut;
+    let committed = tier.commit(next).await?;
+    shared.buffer.set_released_position(cut);
+    for partition in 0..shared.meta.partitions {
+        shared
+            .buffer
+            .release(partition, committed.next_offsets[usize::from(partition)])?;
+    }
+    report.flushed_position = cut;
+    report.manifest_version = committed.version;
+    report.wal_segments_deleted = truncate_wal(shared, cut)?;
+    let counters = &shared.tier_counters;
+    counters.flushes.fetch_add(1, Ordering::Relaxed);
+    counters
+        .files_written
+        .fetch_add(report.files, Ordering::Relaxed);
+    counters
+        .bytes_written
+        .fetch_add(report.bytes, Ordering::Relaxed);
+    tracing::info!(
+        events = report.events,
+        files = report.files,
+        bytes = report.bytes,
+        position = cut,
+        manifest = committed.version,
+        wal_segments_deleted = report.wal_segments_deleted,
+        millis = started.elapsed().as_millis() as u64,
+        "flushed to Parquet"
+    );
+    Ok(report)
+}
+
+/// Delete the WAL segments, oldest first, whose events all lie below `position`
+/// (never the active one). Returns how many were deleted.
+pub(crate) fn truncate_wal(shared: &Shared, position: u64) -> Result<u64> {
+    let wal_dir = shared.config.data_dir.join(WAL_DIR);
+    let active = shared.counters.segment_id.load(Ordering::Acquire);
+    let mut segments = shared.segments.lock();
+    let doomed: Vec<u64> = segments
+        .iter()
+        .take_while(|(id, end)| **id < active && **end <= position)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in &doomed {
+        let path = frame::segment_path(&wal_dir, *id);
+        std::fs::remove_file(&path)
+            .map_err(|e| Error::io(format!("deleting {}", path.display()), e))?;
+        segments.remove(id);
+    }
+    if !doomed.is_empty() {
+        sync_dir(&wal_dir)?;
+    }
+    Ok(doomed.len() as u64)
+}
+
+/// The background flusher: flushes every `flush_interval_ms` when there is anything
+/// to flush, and as soon as `flush_min_events` are waiting. Errors are logged and
+/// retried on the next round; the WAL keeps every event meanwhile.
+pub(crate) async fn run_flusher(shared: Arc<Shared>) {
+    let interval = Duration::from_millis(shared.config.flush_interval_ms);
+    let mut last = Instant::now();
+    loop {
+        let wait = interval.saturating_sub(last.elapsed());
+        let _ = tokio::time::timeout(wait, shared.flush_wake.notified()).await;
+        if shared.state.lock().closing {
+            return;
+        }
+        let waiting = shared
+            .head
+            .borrow()
+            .saturating_sub(shared.tier.manifest().flushed_position);
+        let due = last.elapsed() >= interval;
+        if waiting == 0 || (!due && waiting < shared.config.flush_min_events) {
+            if due {
+                last = Instant::now();
+            }
+            continue;
+        }
+        last = Instant::now();
+        let result = match flush(&shared).await {
+            Ok(_) => compact(&shared).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => *shared.tier_counters.last_error.lock() = None,
+            Err(err) => {
+                tracing::error!(error = %err, "flushing to Parquet failed; the WAL keeps the events, retrying later");
+                *shared.tier_counters.last_error.lock() = Some(err.to_string());
+            }
+        }
+    }
+}
+
+/// Rebuild stream versions, partition offsets and event ids from the manifest's
+/// files (reading only the columns that carry them).
+pub(crate) async fn restore_sequencer(
+    tier: &Tier,
+    manifest: &Manifest,
+    mut seq: Sequencer,
+) -> Result<Sequencer> {
+    const COLUMNS: [usize; 7] = [
+        columns::TENANT,
+        columns::ENTITY_ID,
+        columns::VERSION,
+        columns::PARTITION,
+        columns::OFFSET,
+        columns::POSITION,
+        columns::EVENT_ID,
+    ];
+    for file in &manifest.files {
+        let batches = tier.reader.read_columns(file, &COLUMNS).await?;
+        for batch in &batches {
+            restore_batch(&mut seq, batch).map_err(|reason| {
+                Error::storage(format!("restoring the log from {}", file.path), reason)
+            })?;
+        }
+    }
+    seq.next_position = manifest.flushed_position;
+    Ok(seq)
+}
+
+fn restore_batch(seq: &mut Sequencer, batch: &RecordBatch) -> std::result::Result<(), String> {
+    // Projected columns come in schema order.
+    let tenant = batch.column(0).as_string::<i32>();
+    let entity = batch.column(1).as_string::<i32>();
+    let version = batch.column(2).as_primitive::<UInt64Type>();
+    let partition = batch.column(3).as_primitive::<UInt16Type>();
+    let offset = batch.column(4).as_primitive::<UInt64Type>();
+    let position = batch.column(5).as_primitive::<UInt64Type>();
+    let event_id = batch.column(6).as_string::<i32>();
+    for row in 0..batch.num_rows() {
+        seq.restore(&EventRow {
+            tenant: tenant.value(row),
+            entity_id: entity.value(row),
+            event_type: "",
+            version: version.value(row),
+            partition: partition.value(row),
+            offset: offset.value(row),
+            position: position.value(row),
+            event_id: event_id.value(row),
+            timestamp_micros: 0,
+            ingested_at_micros: 0,
+            payload: "",
+            metadata: None,
+        })?;
+    }
+    Ok(())
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CompactionReport {
+    /// Files merged away.
+    pub files_merged: u64,
+    /// Files written in their place.
+    pub files_written: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Replaced files deleted now that their grace period is over.
+    pub files_deleted: u64,
+    /// The manifest version committed (unchanged when there was nothing to do).
+    pub manifest_version: u64,
+}
+
+/// Merge runs of adjacent small files of a partition, and delete replaced files
+/// whose grace period is over, in one manifest commit.
+///
+/// A run is a sequence of adjacent files each below `compaction_target_bytes`; it is
+/// merged once it has `compaction_min_files` files, into files that stay below the
+/// target. The replaced files stay readable for `retired_file_grace_ms`, for reads
+/// that took the older manifest.
+pub(crate) async fn compact(shared: &Shared) -> Result<CompactionReport> {
+    let tier = &shared.tier;
+    let _change = tier.change_lock.lock().await;
+    let current = tier.manifest();
+    let now = shared.clock.now_micros();
+    let grace = i64::try_from(shared.config.retired_file_grace_ms)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let target = shared.config.compaction_target_bytes;
+    let mut report = CompactionReport {
+        manifest_version: current.version,
+        ..CompactionReport::default()
+    };
+    let mut next = Manifest::clone(&current);
+    next.version += 1;
+    let (expired, kept): (Vec<_>, Vec<_>) = next
+        .retired
+        .drain(..)
+        .partition(|r| now.saturating_sub(r.retired_at_micros) >= grace);
+    next.retired = kept;
+    let mut files = Vec::with_capacity(current.files.len());
+    for partition in 0..shared.meta.partitions {
+        let mut run: Vec<FileEntry> = Vec::new();
+        let mut run_bytes = 0u64;
+        let pending = current.partition_files(partition);
+        for (i, file) in pending.iter().enumerate() {
+            let small = file.bytes < target;
+            if small && run_bytes + file.bytes < target {
+                run_bytes += file.bytes;
+                run.push(file.clone());
+            } else if small {
+                merge_or_keep(
+                    shared,
+                    &mut next,
+                    &mut files,
+                    &mut report,
+                    std::mem::take(&mut run),
+                    now,
+                )
+                .await?;
+                run_bytes = file.bytes;
+                run.push(file.clone());
+            } else {
+                merge_or_keep(
+                    shared,
+                    &mut next,
+                    &mut files,
+                    &mut report,
+                    std::mem::take(&mut run),
+                    now,
+                )
+                .await?;
+                run_bytes = 0;
+                files.push(file.clone());
+            }
+            if i + 1 == pending.len() {
+                merge_or_keep(
+                    shared,
+                    &mut next,
+                    &mut files,
+                    &mut report,
+                    std::mem::take(&mut run),
+                    now,
+                )
+                .await?;
+            }
+        }
+    }
+    if report.files_merged == 0 && expired.is_empty() {
+        return Ok(report);
+    }
+    next.files = files;
+    let committed = tier.commit(next).await?;
+    report.manifest_version = committed.version;
+    for retired in &expired {
+        let path = object_store::path::Path::from(retired.path.as_str());
+        if let Err(e) = object_store::ObjectStoreExt::delete(tier.store().as_ref(), &path).await {
+            tracing::warn!(path = %path, error = %e, "deleting a replaced table file failed; it is collected on the next open");
+        }
+        tier.forget(&retired.path);
+        report.files_deleted += 1;
+    }
+    shared
+        .tier_counters
+        .compactions
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .tier_counters
+        .files_compacted
+        .fetch_add(report.files_merged, Ordering::Relaxed);
+    tracing::info!(
+        merged = report.files_merged,
+        written = report.files_written,
+        deleted = report.files_deleted,
+        manifest = committed.version,
+        "compacted the table files"
+    );
+    Ok(report)
+}
+
+/// Merge `run` into one file when it is long enough, else keep its files as they are.
+async fn merge_or_keep(
+    shared: &Shared,
+    next: &mut Manifest,
+    files: &mut Vec<FileEntry>,
+    report: &mut CompactionReport,
+    run: Vec<FileEntry>,
+    now: i64,
+) -> Result<()> {
+    if run.len() < shared.config.compaction_min_files {
+        files.extend(run);
+        return Ok(());
+    }
+    let tier = &shared.tier;
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(());
+    };
+    let mut batches = Vec::new();
+    for file in &run {
+        batches.extend(
+            tier.reader
+                .read_range(file, 0..file.rows() as usize)
+                .await?,
+        );
+    }
+    let range = first.first_offset..last.end_offset;
+    let path = file_path(first.partition, &range, next.version);
+    let merged = write_file(tier.store(), &tier.schema, path, &batches, tier.layout).await?;
+    if (merged.first_offset, merged.end_offset) != (range.start, range.end) {
+        return Err(Error::Internal(format!(
+            "compaction of partition {} wrote offsets {}..{}, expected {range:?}",
+            first.partition, merged.first_offset, merged.end_offset
+        )));
+    }
+    report.files_merged += run.len() as u64;
+    report.files_written += 1;
+    report.bytes_written += merged.bytes;
+    next.retired.extend(run.into_iter().map(|f| RetiredFile {
+        path: f.path,
+        retired_at_micros: now,
+    }));
+    files.push(merged);
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! Tiering to Parquet: flushed events read back from the files (after a reopen too),
+//! WAL segments deleted once their events are committed, and crashes around the
+//! manifest commit losing and duplicating nothing.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use allsource::engine::{
+    AppendRequest, Durability, Environment, EventData, EventStore, ExpectedVersion, RecordedEvent,
+    StoreConfig, SubscriptionFilter,
+};
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use crate::util::{append, event};
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig::new(dir)
+        .with_durability(Durability::Always)
+        .with_wal_segment_bytes(4096)
+        .with_flush_interval_ms(0)
+}
+
+fn wal_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("wal"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+        .count()
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("tables").join("data"), &mut out);
+    out.sort();
+    out
+}
+
+async fn all_streams(store: &EventStore, streams: u64) -> Vec<Vec<RecordedEvent>> {
+    let mut out = Vec::new();
+    for s in 0..streams {
+        out.push(
+            store
+                .read_stream("t", &format!("s{s}"), 1, usize::MAX)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    out
+}
+
+async fn subscribe_all(store: &EventStore, from: u64) -> Vec<RecordedEvent> {
+    let mut subscription = store.subscribe("t", from, SubscriptionFilter::all());
+    let mut events = Vec::new();
+    while subscription.position() < store.head_position() {
+        events.extend(
+            subscription
+                .next_batch()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    events
+}
+
+/// Events flushed to Parquet read back the same through every read path, before
+/// and after a reopen, mixed with events still in the buffer; the WAL shrinks.
+#[tokio::test]
+async fn flushed_events_read_back_the_same_from_parquet() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..300u64 {
+        let events = (0..1 + i % 3).map(|k| event("x", i * 10 + k)).collect();
+        append(&store, &format!("s{}", i % 7), ExpectedVersion::Any, events)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let streams_before = all_streams(&store, 7).await;
+    let log_before = subscribe_all(&store, 0).await;
+    let segments_before = wal_segments(dir.path());
+    assert!(segments_before > 3, "{segments_before} WAL segments");
+
+    let report = store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.events, 600);
+    assert_eq!(report.flushed_position, 600);
+    assert!(report.files >= 1 && report.files <= 32, "{report:?}");
+    assert!(report.wal_segments_deleted >= 1, "{report:?}");
+    assert_eq!(
+        wal_segments(dir.path()),
+        segments_before - report.wal_segments_deleted as usize
+    );
+    assert_eq!(parquet_files(dir.path()).len() as u64, report.files);
+    let stats = store.stats();
+    assert_eq!(stats.tier.flushed_position, 600);
+    assert_eq!(
+        stats
+            .partition_stats
+            .iter()
+            .map(|p| p.buffered_events)
+            .sum::<u64>(),
+        0
+    );
+    // Nothing is left in the buffer: every read below comes from Parquet.
+    assert_eq!(all_streams(&store, 7).await, streams_before);
+    assert_eq!(subscribe_all(&store, 0).await, log_before);
+    let p = log_before[0].partition;
+    let from_parquet = store
+        .read_partition(p, 0, usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows: usize = from_parquet.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        rows as u64,
+        store.stats().partition_stats[usize::from(p)].events
+    );
+
+    // More events stay in the buffer; reads cross the boundary.
+    append(&store, "s0", ExpectedVersion::Any, vec![event("y", 9999)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s0 = store
+        .read_stream("t", "s0", 1, usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s0.len(), streams_before[0].len() + 1);
+    assert_eq!(&s0[..streams_before[0].len()], &streams_before[0][..]);
+    assert_eq!(s0.last().map(|e| e.event_type.as_str()), Some("y"));
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+
+    // After a reopen: versions, offsets and positions continue; nothing is doubled.
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.stats().events, 601);
+    assert_eq!(
+        store
+            .read_stream("t", "s0", 1, usize::MAX)
+            .await
+            .unwrap_or_default(),
+        s0
+    );
+    let mut log = subscribe_all(&store, 0).await;
+    assert_eq!(log.len(), 601);
+    log.pop();
+    assert_eq!(log, log_before);
+    let next = append(
+        &store,
+        "s0",
+        ExpectedVersion::Exact(s0.len() as u64),
+        vec![event("z", 1)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.events[0].position, 601);
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(subscribe_all(&store, 0).await.len(), 602);
+    assert_eq!(store.stats().tier.manifest_version, 2);
+}
+
+/// A retry of a request whose events are already in Parquet returns the original
+/// acknowledgements and appends nothing.
+#[tokio::test]
+async fn a_retry_of_flushed_events_is_recognised() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let request = || {
+        AppendRequest::new("t").stream(
+            "order-1",
+            ExpectedVersion::Any,
+            vec![
+                EventData::new("placed", r#"{"a":1}"#).with_event_id("id-1"),
+                EventData::new("paid", r#"{"a":2}"#).with_event_id("id-2"),
+            ],
+        )
+    };
+    let first = store
+        .append(request())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    let retry = store
+        .append(request())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(retry.deduplicated);
+    assert_eq!(retry.events, first.events);
+    assert_eq!(store.stats().events, 2);
+}
+
+const CHILD_DIR: &str = "ALLSOURCE_TIER_CHILD_DIR";
+const CHILD_PAUSE: &str = "ALLSOURCE_TIER_CHILD_PAUSE";
+
+/// The table storage of the child: a local directory that stops the process dead
+/// around the manifest commit, before it (`before`) or after it (`after`).
+#[derive(Debug)]
+struct StopAtCommit {
+    inner: LocalFileSystem,
+    after: bool,
+}
+
+impl std::fmt::Display for StopAtCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StopAtCommit({})", self.inner)
+    }
+}
+
+fn stop_here(line: &str) -> ! {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for StopAtCommit {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let manifest = location.as_ref().starts_with("manifest/");
+        if manifest && !self.after {
+            stop_here("UPLOADED");
+        }
+        let result = self.inner.put_opts(location, payload, opts).await;
+        if manifest {
+            stop_here("COMMITTED");
+        }
+        result
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// The child: append 400 events in 200 requests, print how many, then flush and be
+/// stopped at the manifest commit.
+fn run_child(dir: &Path, after: bool) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async move {
+        let tables = dir.join("tables");
+        std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
+        let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
+        let store = EventStore::open_with(
+            config(dir),
+            Environment {
+                object_store: Some(Arc::new(StopAtCommit { inner, after })),
+                ..Environment::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let already = store.stats().events;
+        for i in 0..200u64 {
+            let n = already + 2 * i;
+            append(
+                &store,
+                &format!("s{}", i % 5),
+                ExpectedVersion::Any,
+                vec![event("x", n), event("x", n + 1)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        println!("APPENDED {}", store.stats().events);
+        let _ = store.flush().await;
+        panic!("the flush was not stopped at the commit");
+    });
+}
+
+/// Run the child until it stops at the commit, then kill it with SIGKILL.
+fn crash_at_commit(dir: &Path, after: bool) -> u64 {
+    let mut child = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
+        .args([
+            "--exact",
+            "log::tiering::a_crash_around_the_manifest_commit_loses_and_duplicates_nothing",
+            "--nocapture",
+        ])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_PAUSE, if after { "after" } else { "before" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut appended = 0;
+    let mut stopped = false;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("APPENDED ") {
+            appended = n.trim().parse().unwrap_or(0);
+        }
+        if line == "UPLOADED" || line == "COMMITTED" {
+            stopped = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(stopped, "the child never reached the manifest commit");
+    appended
+}
+
+async fn check_exactly_once(dir: &Path, total: u64) {
+    let store = EventStore::open(config(dir)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.stats().events, total);
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    for events in all_streams(&store, 5).await {
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=events.len() as u64).collect::<Vec<_>>());
+        for e in events {
+            let value: serde_json::Value =
+                serde_json::from_str(&e.payload).unwrap_or_else(|err| panic!("{err}"));
+            *seen
+                .entry(value["n"].as_u64().unwrap_or(u64::MAX))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len() as u64, total, "every event once");
+    assert!(seen.values().all(|c| *c == 1), "no event twice");
+    assert_eq!(subscribe_all(&store, 0).await.len() as u64, total);
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Kill the process after the Parquet upload and before the manifest commit, then
+/// right after the commit (before the buffer and WAL are trimmed): the store reopens
+/// with every acknowledged event exactly once, the orphaned upload is deleted, and
+/// flushing works again.
+#[test]
+fn a_crash_around_the_manifest_commit_loses_and_duplicates_nothing() {
+    if let Ok(dir) = std::env::var(CHILD_DIR) {
+        let after = std::env::var(CHILD_PAUSE).is_ok_and(|p| p == "after");
+        return run_child(Path::new(&dir), after);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+
+    let appended = crash_at_commit(dir.path(), false);
+    assert_eq!(appended, 400);
+    let orphans = parquet_files(dir.path());
+    assert!(!orphans.is_empty(), "the upload happened before the crash");
+    runtime.block_on(check_exactly_once(dir.path(), 400));
+    assert!(
+        parquet_files(dir.path()).is_empty(),
+        "orphans are deleted on open"
+    );
+
+    let appended = crash_at_commit(dir.path(), true);
+    assert_eq!(appended, 800);
+    runtime.block_on(check_exactly_once(dir.path(), 800));
+
+    runtime.block_on(async {
+        let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.stats().tier.flushed_position, 800);
+        let report = store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.events, 0);
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        check_exactly_once(dir.path(), 800).await;
+    });
+}
+
+/// Small files of a partition merge into one; the replaced files stay until their
+/// grace period is over; reads are the same before, during and after.
+#[tokio::test]
+async fn compaction_merges_small_files_and_retires_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = config(dir.path()).with_partitions(2);
+    config.compaction_min_files = 3;
+    config.retired_file_grace_ms = 0;
+    let store = EventStore::open(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    for round in 0..4u64 {
+        for i in 0..25u64 {
+            append(
+                &store,
+                &format!("s{}", i % 5),
+                ExpectedVersion::Any,
+                vec![event("x", round * 100 + i)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before = all_streams(&store, 5).await;
+    let files_before = store.manifest().files.len();
+    assert_eq!(files_before, 8, "4 flushes x 2 partitions");
+    let report = store.compact().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (report.files_merged, report.files_written),
+        (8, 2),
+        "{report:?}"
+    );
+    let manifest = store.manifest();
+    assert_eq!(manifest.files.len(), 2);
+    assert_eq!(manifest.retired.len(), 8);
+    assert_eq!(
+        parquet_files(dir.path()).len(),
+        10,
+        "replaced files are kept for now"
+    );
+    assert_eq!(all_streams(&store, 5).await, before);
+    assert_eq!(subscribe_all(&store, 0).await.len(), 100);
+
+    // The next pass deletes the replaced files (grace period 0).
+    let report = store.compact().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.files_merged, report.files_deleted), (0, 8));
+    assert_eq!(parquet_files(dir.path()).len(), 2);
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all_streams(&store, 5).await, before);
+    let stats = store.stats();
+    assert_eq!((stats.tier.files, stats.tier.retired_files), (2, 0));
+}
