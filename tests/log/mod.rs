@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod model;
 mod recovery;
+mod s3;
 mod serve;
 mod tiering;
 
