@@ -7,3 +7,4 @@
 pub mod cli;
 
 pub use allsource_engine as engine;
+pub use allsource_sql as sql;

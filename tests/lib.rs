@@ -1,4 +1,5 @@
 //! Cross-crate integration tests: one test binary, a module per area.
 
+mod eventql;
 mod log;
 mod util;

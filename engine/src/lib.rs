@@ -39,6 +39,7 @@ mod partition;
 mod sequencer;
 mod store;
 mod subscription;
+mod table;
 pub mod tier;
 pub mod wal;
 
@@ -54,5 +55,8 @@ pub use event_id::EventId;
 pub use flush::{CompactionReport, FlushReport};
 pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
-pub use store::{Environment, EventStore, PartitionStats, StoreStats, TierStats, WalStats};
+pub use store::{
+    Environment, EventStore, PartitionStats, StoreStats, TableSnapshot, TierStats, WalStats,
+};
 pub use subscription::{Subscription, SubscriptionFilter};
+pub use table::EventsTable;

@@ -1,6 +1,6 @@
 //! [`EventStore`]: open (with recovery), append, read, subscribe, stats, close.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +31,17 @@ use crate::wal::writer::{OsSegmentIo, SegmentIo, SegmentWriter, Tail};
 
 /// Name of the lock file that keeps a second process out of the data directory.
 const LOCK_FILE: &str = "LOCK";
+
+/// The log at one position, for table scans; see [`EventStore::table_snapshot`].
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    /// The manifest: its files hold every event below `manifest.flushed_position`.
+    pub manifest: Arc<Manifest>,
+    /// The buffered events from there up to `head`, of the partitions asked for.
+    pub buffered: Vec<RecordBatch>,
+    /// The first position not included.
+    pub head: u64,
+}
 
 /// What a store runs on besides its configuration. Tests replace parts of it.
 #[derive(Debug, Clone)]
@@ -429,6 +440,30 @@ impl EventStore {
         read_events_at(&self.inner.shared, location.partition, location.offsets).await
     }
 
+    /// [`EventStore::read_stream`] for synchronous callers (query functions running
+    /// inside an execution engine): blocks the calling thread until the read is done.
+    pub fn read_stream_blocking(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let shared = &self.inner.shared;
+        let location = shared
+            .state
+            .lock()
+            .seq
+            .locate(tenant, entity_id, from_version, max_count);
+        let Some(location) = location else {
+            return Ok(Vec::new());
+        };
+        let task_shared = Arc::clone(shared);
+        shared.runtime.block_on(async move {
+            read_events_at(&task_shared, location.partition, location.offsets).await
+        })?
+    }
+
     /// The stream's current version, counting only visible events; `None` when the
     /// stream has none.
     pub fn stream_version(&self, tenant: &str, entity_id: &str) -> Option<u64> {
@@ -508,6 +543,38 @@ impl EventStore {
             .runtime
             .run(async move { compact(&shared).await })
             .await?
+    }
+
+    /// A consistent view of the log for table scans: the manifest's files hold every
+    /// position below its `flushed_position`; `buffered` holds the rest of
+    /// `partitions`' visible rows, up to `head`.
+    pub fn table_snapshot(&self, partitions: &BTreeSet<u16>) -> Result<TableSnapshot> {
+        let shared = &self.inner.shared;
+        'retry: loop {
+            let manifest = shared.tier.manifest();
+            let head = self.head_position();
+            let mut buffered = Vec::new();
+            for partition in partitions {
+                match shared
+                    .buffer
+                    .read_positions(*partition, manifest.flushed_position, head)?
+                {
+                    Some(batches) => buffered.extend(batches),
+                    None => continue 'retry,
+                }
+            }
+            return Ok(TableSnapshot {
+                manifest,
+                buffered,
+                head,
+            });
+        }
+    }
+
+    /// The object store holding the Parquet files (the paths in the manifest are
+    /// relative to it).
+    pub fn table_storage(&self) -> Arc<dyn object_store::ObjectStore> {
+        Arc::clone(self.inner.shared.tier.store())
     }
 
     /// The current manifest: which Parquet files hold which part of the log.

@@ -1,9 +1,333 @@
-//! EventQL: AllSource's query language, compiled into DataFusion logical plans.
+//! EventQL: AllSource's query language, compiled into DataFusion plans.
 //!
-//! EventQL is DataFusion SQL with a PostgreSQL flavour plus what event data needs
-//! (`payload->>'k'`, `AS OF TIMESTAMP`, `entity_state(..)`, window table functions and
-//! `CREATE PIPELINE | PROJECTION`). This crate only plans; it owns no data. The tables
-//! it plans against are provided by [`allsource_engine`].
+//! EventQL is DataFusion SQL with a PostgreSQL flavour plus what event data needs:
 //!
-//! The planner arrives with the query-layer work; until then this crate states its
-//! place in the workspace and the direction of its dependencies (`sql` -> `engine`).
+//! - `payload->'k'` (JSON), `payload->>'k'` (text), nested paths
+//!   (`payload->'customer'->>'tier'`), usable as numbers in comparisons, arithmetic
+//!   and aggregates without a cast ([`json_numbers`]);
+//! - `DATE_TRUNC`, `DATE_BIN`, `NOW()`, `INTERVAL`;
+//! - `FROM events AS OF TIMESTAMP '…'` for time travel ([`as_of`]);
+//! - `entity_state(entity_id [, as_of])` ([`entity_state`]).
+//!
+//! Each query runs for one tenant: the `events` table it sees is scoped to that
+//! tenant inside the scan. Tables: `events`, `streams` (one row per stream),
+//! `partitions` and `files` (the tiered Parquet files).
+//!
+//! Queries are read-only ([`guard`]): anything but `SELECT` / `WITH` / `EXPLAIN` is
+//! rejected before planning, as are table functions and file or URL tables. Each
+//! query has a memory limit (a DataFusion memory pool) and a time limit; exceeding
+//! either is a [`QueryError`], and the store keeps serving.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use allsource_engine::{AppendRequest, EventData, EventStore, ExpectedVersion, StoreConfig};
+//! use allsource_sql::EventQl;
+//! # let dir = tempfile::tempdir()?;
+//! let store = EventStore::open(StoreConfig::new(dir.path()))?;
+//! store
+//!     .append(AppendRequest::new("acme").stream(
+//!         "order-1",
+//!         ExpectedVersion::Any,
+//!         vec![EventData::new("order.placed", r#"{"amount": 42}"#)],
+//!     ))
+//!     .await?;
+//! let eventql = EventQl::new(store.clone());
+//! let batches = eventql
+//!     .query("acme", "SELECT SUM(payload->>'amount') AS total FROM events")
+//!     .await?;
+//! let text = arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+//! assert!(text.contains("42.0"));
+//! # Ok(()) }
+//! ```
+
+pub mod as_of;
+pub mod entity_state;
+mod error;
+pub mod guard;
+pub mod json_numbers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use allsource_engine::{EventStore, EventsTable};
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{ScalarUDF, col};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+
+pub use error::QueryError;
+
+/// Where a query's session finds the store's Parquet files.
+const STORAGE_URL: &str = "allsource://tables/";
+
+/// Per-query limits.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Memory a query may hold for sorts, joins and aggregates (default 512 MiB).
+    pub memory_bytes: usize,
+    /// Time after which a query is cancelled (default 60 s).
+    pub timeout: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 512 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs EventQL queries against one store.
+///
+/// Queries execute on the instance's own runtime (one worker per core), so a query
+/// busy computing never holds up the caller's runtime: the caller's time limit
+/// fires on time, and cancelling the query stops it at its next batch.
+#[derive(Debug, Clone)]
+pub struct EventQl {
+    store: EventStore,
+    limits: QueryLimits,
+    runtime: Arc<QueryRuntime>,
+}
+
+#[derive(Debug)]
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl EventQl {
+    /// EventQL over `store`, with the default limits.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start the query threads.
+    pub fn new(store: EventStore) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("allsource-query")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("starting the query runtime: {e}"));
+        Self {
+            store,
+            limits: QueryLimits::default(),
+            runtime: Arc::new(QueryRuntime(Some(runtime))),
+        }
+    }
+
+    /// Replace the per-query limits.
+    pub fn with_limits(mut self, limits: QueryLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Run `sql` for `tenant` and collect the result.
+    pub async fn query(&self, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let frame = self.plan(tenant, sql).await?;
+        let limit = self.limits.memory_bytes;
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .ok_or_else(|| QueryError::Plan("the query runtime has stopped".into()))?;
+        let mut running = runtime.spawn(frame.collect());
+        match tokio::time::timeout(self.limits.timeout, &mut running).await {
+            Ok(Ok(result)) => result.map_err(|e| QueryError::from_datafusion(e, limit)),
+            Ok(Err(e)) => Err(QueryError::Plan(format!("the query failed: {e}"))),
+            Err(_) => {
+                running.abort();
+                Err(QueryError::Timeout(self.limits.timeout))
+            }
+        }
+    }
+
+    /// Check and plan `sql` for `tenant`, without running it. JSON values come out
+    /// as text (never as Arrow union columns, which many clients cannot read).
+    pub async fn plan(&self, tenant: &str, sql: &str) -> Result<DataFrame, QueryError> {
+        if tenant.is_empty() {
+            return Err(QueryError::Plan("a query needs a tenant".into()));
+        }
+        let (sql, cutoffs) = as_of::rewrite(sql)?;
+        guard::check(&sql)?;
+        let limit = self.limits.memory_bytes;
+        let df_err = |e| QueryError::from_datafusion(e, limit);
+        let ctx = self.context(tenant, &cutoffs).await.map_err(df_err)?;
+        let frame = ctx.sql(&sql).await.map_err(df_err)?;
+        text_for_json(frame).map_err(df_err)
+    }
+
+    async fn context(
+        &self,
+        tenant: &str,
+        cutoffs: &[i64],
+    ) -> datafusion::error::Result<SessionContext> {
+        let config = SessionConfig::new()
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            .with_information_schema(false);
+        // No spilling to disk: a query that needs more than its memory limit fails
+        // with a clear error instead of filling the disk.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(self.limits.memory_bytes)))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
+        datafusion_functions_json::register_all(&mut ctx)?;
+        datafusion::execution::FunctionRegistry::register_expr_planner(
+            &mut ctx,
+            Arc::new(json_numbers::JsonNumbers),
+        )?;
+        let url = ObjectStoreUrl::parse(STORAGE_URL)?;
+        ctx.runtime_env()
+            .register_object_store(url.as_ref(), self.store.table_storage());
+        let events = EventsTable::new(self.store.clone(), tenant, url.clone());
+        ctx.register_table("events", Arc::new(events))?;
+        for (i, cutoff) in cutoffs.iter().enumerate() {
+            let table = EventsTable::new(self.store.clone(), tenant, url.clone()).as_of(*cutoff);
+            ctx.register_table(format!("{}{i}", as_of::AS_OF_TABLE_PREFIX), Arc::new(table))?;
+        }
+        ctx.register_udf(ScalarUDF::new_from_impl(entity_state::EntityState::new(
+            self.store.clone(),
+            tenant,
+        )));
+        self.register_system_tables(&ctx).await?;
+        Ok(ctx)
+    }
+
+    async fn register_system_tables(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
+        let streams = ctx
+            .sql(
+                "SELECT entity_id, MAX(version) AS version, MIN(timestamp) AS first_timestamp, \
+                 MAX(timestamp) AS last_timestamp, COUNT(*) AS event_count \
+                 FROM events GROUP BY entity_id",
+            )
+            .await?;
+        ctx.register_table("streams", streams.into_view())?;
+        let stats = self.store.stats();
+        let manifest = self.store.manifest();
+        let partitions = system_table(
+            &[
+                ("partition", DataType::UInt16),
+                ("events", DataType::UInt64),
+                ("buffered_events", DataType::UInt64),
+                ("buffer_bytes", DataType::UInt64),
+                ("flushed_offset", DataType::UInt64),
+                ("files", DataType::UInt64),
+            ],
+            stats
+                .partition_stats
+                .iter()
+                .map(|p| {
+                    let flushed = manifest.next_offsets[usize::from(p.partition)];
+                    let files = manifest.partition_files(p.partition).len() as u64;
+                    vec![
+                        u64::from(p.partition).to_string(),
+                        p.events.to_string(),
+                        p.buffered_events.to_string(),
+                        p.buffer_bytes.to_string(),
+                        flushed.to_string(),
+                        files.to_string(),
+                    ]
+                })
+                .collect(),
+        )?;
+        ctx.register_table("partitions", partitions)?;
+        let files = system_table(
+            &[
+                ("path", DataType::Utf8),
+                ("partition", DataType::UInt16),
+                ("first_offset", DataType::UInt64),
+                ("end_offset", DataType::UInt64),
+                ("first_position", DataType::UInt64),
+                ("last_position", DataType::UInt64),
+                ("rows", DataType::UInt64),
+                ("bytes", DataType::UInt64),
+            ],
+            manifest
+                .files
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.path.clone(),
+                        f.partition.to_string(),
+                        f.first_offset.to_string(),
+                        f.end_offset.to_string(),
+                        f.first_position.to_string(),
+                        f.last_position.to_string(),
+                        f.rows().to_string(),
+                        f.bytes.to_string(),
+                    ]
+                })
+                .collect(),
+        )?;
+        ctx.register_table("files", files)?;
+        Ok(())
+    }
+}
+
+/// A small in-memory table from text cells, each column cast to its type.
+fn system_table(
+    columns: &[(&str, DataType)],
+    rows: Vec<Vec<String>>,
+) -> datafusion::error::Result<Arc<MemTable>> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, kind)| Field::new(*name, kind.clone(), false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| {
+            let text: ArrayRef = Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r[i].as_str()),
+            ));
+            arrow::compute::cast(&text, kind)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = RecordBatch::try_new(Arc::clone(&schema), arrays)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// Turn JSON union columns of the result into JSON text.
+fn text_for_json(frame: DataFrame) -> datafusion::error::Result<DataFrame> {
+    let fields = frame.schema().fields().clone();
+    if !fields
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Union(..)))
+    {
+        return Ok(frame);
+    }
+    let to_text = datafusion_functions_json::udfs::json_union_to_text_udf();
+    let columns = frame
+        .schema()
+        .columns()
+        .into_iter()
+        .zip(fields.iter())
+        .map(|(column, field)| match field.data_type() {
+            DataType::Union(..) => to_text.call(vec![col(column.clone())]).alias(field.name()),
+            _ => col(column),
+        })
+        .collect::<Vec<_>>();
+    frame.select(columns)
+}
