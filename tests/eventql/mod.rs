@@ -4,3 +4,4 @@
 
 mod duckdb;
 mod language;
+mod slt;
