@@ -8,7 +8,7 @@
 //! then 100 more customers of 100 events each stay in the buffer.
 //!
 //! Run: `cargo bench --bench query` (`-- --quick` for 1M events). Needs `python3`
-//! with `duckdb` (`pip install duckdb`) for the comparison. Under `cargo test` it runs
+//! with `duckdb` and `pytz` (`pip install duckdb pytz`) for the comparison. Under `cargo test` it runs
 //! a tiny smoke version without DuckDB. Set `ALLSOURCE_BENCH_DIR` to put the store on
 //! another disk (default: `target/bench-data`).
 
@@ -58,6 +58,7 @@ glob = sys.argv[1]
 queries = json.loads(sys.argv[2])
 con = duckdb.connect()
 con.execute("SET TimeZone='UTC'")
+con.execute("SET enable_progress_bar=false")
 out = []
 for q in queries:
     times = []

@@ -211,11 +211,13 @@ const CHILD_DIR: &str = "ALLSOURCE_TIER_CHILD_DIR";
 const CHILD_PAUSE: &str = "ALLSOURCE_TIER_CHILD_PAUSE";
 
 /// The table storage of the child: a local directory that stops the process dead
-/// around the manifest commit, before it (`before`) or after it (`after`).
+/// around a manifest commit, before it or after it (`after`), once `pass` commits
+/// have gone through.
 #[derive(Debug)]
 struct StopAtCommit {
     inner: LocalFileSystem,
     after: bool,
+    pass: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Display for StopAtCommit {
@@ -241,7 +243,15 @@ impl ObjectStore for StopAtCommit {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let manifest = location.as_ref().starts_with("manifest/");
+        let mut manifest = location.as_ref().starts_with("manifest/");
+        if manifest {
+            use std::sync::atomic::Ordering;
+            let left = self.pass.load(Ordering::SeqCst);
+            if left > 0 {
+                self.pass.store(left - 1, Ordering::SeqCst);
+                manifest = false;
+            }
+        }
         if manifest && !self.after {
             stop_here("UPLOADED");
         }
@@ -299,9 +309,21 @@ impl ObjectStore for StopAtCommit {
     }
 }
 
-/// The child: append 400 events in 200 requests, print how many, then flush and be
-/// stopped at the manifest commit.
-fn run_child(dir: &Path, after: bool) {
+/// How the child is stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    /// In a flush, after the upload, before the manifest commit.
+    BeforeCommit,
+    /// In a flush, right after the manifest commit.
+    AfterCommit,
+    /// In a compaction (after three flushes), after the upload of the merged files,
+    /// before the manifest commit.
+    InCompaction,
+}
+
+/// The child: append 400 events in 200 requests (three times, flushing each time,
+/// before a compaction), print how many, then flush or compact and be stopped.
+fn run_child(dir: &Path, stop: Stop) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -311,34 +333,54 @@ fn run_child(dir: &Path, after: bool) {
         let tables = dir.join("tables");
         std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
         let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
+        let rounds = if stop == Stop::InCompaction { 3 } else { 1 };
+        let storage = StopAtCommit {
+            inner,
+            after: stop == Stop::AfterCommit,
+            pass: std::sync::atomic::AtomicU64::new(if rounds > 1 { rounds } else { 0 }),
+        };
+        let mut config = config(dir);
+        config.compaction_min_files = 2;
         let store = EventStore::open_with(
-            config(dir),
+            config,
             Environment {
-                object_store: Some(Arc::new(StopAtCommit { inner, after })),
+                object_store: Some(Arc::new(storage)),
                 ..Environment::default()
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let already = store.stats().events;
-        for i in 0..200u64 {
-            let n = already + 2 * i;
-            append(
-                &store,
-                &format!("s{}", i % 5),
-                ExpectedVersion::Any,
-                vec![event("x", n), event("x", n + 1)],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        for round in 0..rounds {
+            let already = store.stats().events;
+            for i in 0..200u64 {
+                let n = already + 2 * i;
+                append(
+                    &store,
+                    &format!("s{}", i % 5),
+                    ExpectedVersion::Any,
+                    vec![event("x", n), event("x", n + 1)],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            if rounds > 1 {
+                store
+                    .flush()
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
         }
         println!("APPENDED {}", store.stats().events);
-        let _ = store.flush().await;
-        panic!("the flush was not stopped at the commit");
+        if stop == Stop::InCompaction {
+            let _ = store.compact().await;
+        } else {
+            let _ = store.flush().await;
+        }
+        panic!("the child was not stopped at the commit");
     });
 }
 
 /// Run the child until it stops at the commit, then kill it with SIGKILL.
-fn crash_at_commit(dir: &Path, after: bool) -> u64 {
+fn crash_at_commit(dir: &Path, stop: Stop) -> u64 {
     let mut child = Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
         .args([
             "--exact",
@@ -346,7 +388,7 @@ fn crash_at_commit(dir: &Path, after: bool) -> u64 {
             "--nocapture",
         ])
         .env(CHILD_DIR, dir)
-        .env(CHILD_PAUSE, if after { "after" } else { "before" })
+        .env(CHILD_PAUSE, format!("{stop:?}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -391,14 +433,19 @@ async fn check_exactly_once(dir: &Path, total: u64) {
 }
 
 /// Kill the process after the Parquet upload and before the manifest commit, then
-/// right after the commit (before the buffer and WAL are trimmed): the store reopens
-/// with every acknowledged event exactly once, the orphaned upload is deleted, and
-/// flushing works again.
+/// right after the commit (before the buffer and WAL are trimmed), then in a
+/// compaction between the upload of the merged files and the commit: each time the
+/// store reopens with every acknowledged event exactly once, orphaned uploads are
+/// deleted, and flushing and compacting work again.
 #[test]
 fn a_crash_around_the_manifest_commit_loses_and_duplicates_nothing() {
     if let Ok(dir) = std::env::var(CHILD_DIR) {
-        let after = std::env::var(CHILD_PAUSE).is_ok_and(|p| p == "after");
-        return run_child(Path::new(&dir), after);
+        let stop = match std::env::var(CHILD_PAUSE).as_deref() {
+            Ok("AfterCommit") => Stop::AfterCommit,
+            Ok("InCompaction") => Stop::InCompaction,
+            _ => Stop::BeforeCommit,
+        };
+        return run_child(Path::new(&dir), stop);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -406,7 +453,7 @@ fn a_crash_around_the_manifest_commit_loses_and_duplicates_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
 
-    let appended = crash_at_commit(dir.path(), false);
+    let appended = crash_at_commit(dir.path(), Stop::BeforeCommit);
     assert_eq!(appended, 400);
     let orphans = parquet_files(dir.path());
     assert!(!orphans.is_empty(), "the upload happened before the crash");
@@ -416,7 +463,7 @@ fn a_crash_around_the_manifest_commit_loses_and_duplicates_nothing() {
         "orphans are deleted on open"
     );
 
-    let appended = crash_at_commit(dir.path(), true);
+    let appended = crash_at_commit(dir.path(), Stop::AfterCommit);
     assert_eq!(appended, 800);
     runtime.block_on(check_exactly_once(dir.path(), 800));
 
@@ -427,6 +474,29 @@ fn a_crash_around_the_manifest_commit_loses_and_duplicates_nothing() {
         assert_eq!(report.events, 0);
         store.close().unwrap_or_else(|e| panic!("{e}"));
         check_exactly_once(dir.path(), 800).await;
+    });
+
+    // A compaction killed between its upload and its commit.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let appended = crash_at_commit(dir.path(), Stop::InCompaction);
+    assert_eq!(appended, 1200);
+    let on_disk = parquet_files(dir.path()).len();
+    runtime.block_on(check_exactly_once(dir.path(), 1200));
+    runtime.block_on(async {
+        let mut config = config(dir.path());
+        config.compaction_min_files = 2;
+        let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
+        let manifest = store.manifest();
+        assert_eq!(manifest.version, 3, "the compaction never committed");
+        assert_eq!(parquet_files(dir.path()).len(), manifest.files.len());
+        assert!(
+            on_disk > manifest.files.len(),
+            "merged files were uploaded, then collected"
+        );
+        let report = store.compact().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.files_merged as usize, manifest.files.len());
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        check_exactly_once(dir.path(), 1200).await;
     });
 }
 
