@@ -183,33 +183,71 @@ impl BatchBuilder {
 
 /// Decode row `row` of an event batch.
 pub fn event_at(batch: &RecordBatch, row: usize) -> RecordedEvent {
-    let text = |c: usize| batch.column(c).as_string::<i32>().value(row).to_string();
-    let u64_at = |c: usize| batch.column(c).as_primitive::<UInt64Type>().value(row);
-    let micros = |c: usize| {
-        batch
-            .column(c)
-            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-            .value(row)
-    };
-    let metadata = batch.column(columns::METADATA).as_string::<i32>();
-    RecordedEvent {
-        tenant: text(columns::TENANT),
-        entity_id: text(columns::ENTITY_ID),
-        event_type: text(columns::EVENT_TYPE),
-        version: u64_at(columns::VERSION),
-        partition: batch
-            .column(columns::PARTITION)
-            .as_primitive::<UInt16Type>()
-            .value(row),
-        offset: u64_at(columns::OFFSET),
-        position: u64_at(columns::POSITION),
-        event_id: text(columns::EVENT_ID),
-        timestamp_micros: micros(columns::TIMESTAMP),
-        ingested_at_micros: micros(columns::INGESTED_AT),
-        payload: text(columns::PAYLOAD),
-        metadata: metadata
-            .is_valid(row)
-            .then(|| metadata.value(row).to_string()),
+    EventColumns::new(batch).event(row)
+}
+
+/// An event batch's columns, downcast once, for decoding many rows.
+pub(crate) struct EventColumns<'a> {
+    tenant: &'a arrow::array::StringArray,
+    entity_id: &'a arrow::array::StringArray,
+    event_type: &'a arrow::array::StringArray,
+    version: &'a UInt64Array,
+    partition: &'a UInt16Array,
+    offset: &'a UInt64Array,
+    position: &'a UInt64Array,
+    event_id: &'a arrow::array::StringArray,
+    timestamp: &'a TimestampMicrosecondArray,
+    ingested_at: &'a TimestampMicrosecondArray,
+    payload: &'a arrow::array::StringArray,
+    metadata: &'a arrow::array::StringArray,
+}
+
+impl<'a> EventColumns<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Self {
+        let text = |c: usize| batch.column(c).as_string::<i32>();
+        let u64s = |c: usize| batch.column(c).as_primitive::<UInt64Type>();
+        let micros = |c: usize| {
+            batch
+                .column(c)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+        };
+        Self {
+            tenant: text(columns::TENANT),
+            entity_id: text(columns::ENTITY_ID),
+            event_type: text(columns::EVENT_TYPE),
+            version: u64s(columns::VERSION),
+            partition: batch
+                .column(columns::PARTITION)
+                .as_primitive::<UInt16Type>(),
+            offset: u64s(columns::OFFSET),
+            position: u64s(columns::POSITION),
+            event_id: text(columns::EVENT_ID),
+            timestamp: micros(columns::TIMESTAMP),
+            ingested_at: micros(columns::INGESTED_AT),
+            payload: text(columns::PAYLOAD),
+            metadata: text(columns::METADATA),
+        }
+    }
+
+    /// Row `row` as an owned event.
+    pub fn event(&self, row: usize) -> RecordedEvent {
+        RecordedEvent {
+            tenant: self.tenant.value(row).to_string(),
+            entity_id: self.entity_id.value(row).to_string(),
+            event_type: self.event_type.value(row).to_string(),
+            version: self.version.value(row),
+            partition: self.partition.value(row),
+            offset: self.offset.value(row),
+            position: self.position.value(row),
+            event_id: self.event_id.value(row).to_string(),
+            timestamp_micros: self.timestamp.value(row),
+            ingested_at_micros: self.ingested_at.value(row),
+            payload: self.payload.value(row).to_string(),
+            metadata: self
+                .metadata
+                .is_valid(row)
+                .then(|| self.metadata.value(row).to_string()),
+        }
     }
 }
 
@@ -437,17 +475,18 @@ impl LogBuffer {
         let batches = &state.sealed;
         let mut out = Vec::with_capacity(offsets.len());
         let mut at = 0;
+        let mut columns: Option<(usize, EventColumns<'_>)> = None;
         for offset in offsets {
             at += batches[at..]
                 .partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= *offset);
-            match batches.get(at) {
-                Some(sealed) if sealed.first_offset <= *offset => {
-                    out.push(event_at(
-                        &sealed.batch,
-                        (offset - sealed.first_offset) as usize,
-                    ));
-                }
-                _ => break,
+            let Some(sealed) = batches.get(at).filter(|s| s.first_offset <= *offset) else {
+                break;
+            };
+            if columns.as_ref().is_none_or(|(i, _)| *i != at) {
+                columns = Some((at, EventColumns::new(&sealed.batch)));
+            }
+            if let Some((_, decoded)) = &columns {
+                out.push(decoded.event((offset - sealed.first_offset) as usize));
             }
         }
         Ok(Some(out))

@@ -11,7 +11,7 @@ use arrow::array::RecordBatch;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{oneshot, watch};
 
-use crate::buffer::{LogBuffer, event_at, event_schema};
+use crate::buffer::{EventColumns, LogBuffer, event_schema};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, IoContext, Result};
@@ -711,7 +711,8 @@ pub(crate) async fn read_events_at(
                 })
                 .await??;
             for batch in &batches {
-                events.extend((0..batch.num_rows()).map(|row| event_at(batch, row)));
+                let columns = EventColumns::new(batch);
+                events.extend((0..batch.num_rows()).map(|row| columns.event(row)));
             }
         }
         if flushed < offsets.len() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use tokio::sync::watch;
 
-use crate::buffer::{columns, event_at};
+use crate::buffer::{EventColumns, columns};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::partition::partition_for;
@@ -171,6 +171,7 @@ impl Subscription {
             let tenant = batch.column(columns::TENANT).as_string::<i32>();
             let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
             let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
+            let decoded = EventColumns::new(&batch);
             for row in 0..batch.num_rows() {
                 let wanted = tenant.value(row) == self.tenant
                     && self
@@ -181,7 +182,7 @@ impl Subscription {
                     && (self.filter.event_types.is_empty()
                         || self.filter.event_types.iter().any(|t| kind.value(row) == t));
                 if wanted {
-                    events.push(event_at(&batch, row));
+                    events.push(decoded.event(row));
                 }
             }
         }
