@@ -23,15 +23,8 @@ use allsource::sql::EventQl;
 
 const DAY: i64 = 86_400_000_000;
 
-const EXAMPLE: &str =
-    "SELECT entity_id, COUNT(*) as order_count, SUM(payload->>'amount')::numeric as total_spent,
-       DATE_TRUNC('day', timestamp) as day
-FROM events
-WHERE event_type = 'order.placed' AND timestamp >= NOW() - INTERVAL '30 days'
-GROUP BY entity_id, DATE_TRUNC('day', timestamp)
-HAVING COUNT(*) > 5
-ORDER BY total_spent DESC
-LIMIT 100;";
+/// The example query from the design notes, verbatim.
+const EXAMPLE: &str = include_str!("../tests/eventql/design_example.sql");
 
 /// (name, EventQL, DuckDB over `read_parquet(?)`).
 const QUERIES: [(&str, &str, &str); 3] = [

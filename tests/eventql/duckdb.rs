@@ -11,15 +11,8 @@ use allsource::sql::EventQl;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 
-const EXAMPLE: &str =
-    "SELECT entity_id, COUNT(*) as order_count, SUM(payload->>'amount')::numeric as total_spent,
-       DATE_TRUNC('day', timestamp) as day
-FROM events
-WHERE event_type = 'order.placed' AND timestamp >= NOW() - INTERVAL '30 days'
-GROUP BY entity_id, DATE_TRUNC('day', timestamp)
-HAVING COUNT(*) > 5
-ORDER BY total_spent DESC
-LIMIT 100;";
+/// The example query from the design notes, verbatim.
+const EXAMPLE: &str = include_str!("design_example.sql");
 
 const DUCKDB: &str = r#"
 import duckdb, json, sys
