@@ -440,6 +440,20 @@ impl EventStore {
         read_events_at(&self.inner.shared, location.partition, location.offsets).await
     }
 
+    /// The stream as the store had it at `as_of_micros` (microseconds since the Unix
+    /// epoch): its events ingested at or before that time, in version order, from the
+    /// buffer and the Parquet files alike.
+    pub async fn read_stream_as_of(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        as_of_micros: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = self.read_stream(tenant, entity_id, 1, usize::MAX).await?;
+        events.retain(|e| e.ingested_at_micros <= as_of_micros);
+        Ok(events)
+    }
+
     /// [`EventStore::read_stream`] for synchronous callers (query functions running
     /// inside an execution engine): blocks the calling thread until the read is done.
     pub fn read_stream_blocking(

@@ -196,6 +196,23 @@ async fn json_operators_time_travel_and_entity_state() {
         "1"
     );
 
+    // The same time travel through the Rust API.
+    for (as_of, versions) in [
+        (999_999_999, vec![]),
+        (1_500_000_000, vec![1, 2]),
+        (2_000_000_000, vec![1, 2, 3]),
+    ] {
+        let events = store
+            .read_stream_as_of("acme", "order-1", as_of)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            versions,
+            "as of {as_of}"
+        );
+    }
+
     // Entity state: the JSON merge of the payloads in version order.
     assert_eq!(
         value(&eventql, "SELECT entity_state('order-1')").await,
