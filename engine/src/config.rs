@@ -113,6 +113,10 @@ pub struct StoreConfig {
     /// Files replaced by compaction are deleted this long afterwards, so reads that
     /// started before still find them (`ALLSOURCE_RETIRED_FILE_GRACE_MS`, default 60000).
     pub retired_file_grace_ms: u64,
+    /// A stream's state is snapshotted in the background each time its version
+    /// reaches a multiple of this (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS`, default 1000;
+    /// 0 turns automatic snapshots off).
+    pub snapshot_every_events: u64,
 }
 
 /// Connection settings for S3 and S3-compatible servers; unset fields fall back to the
@@ -153,6 +157,7 @@ impl StoreConfig {
             compaction_min_files: 8,
             compaction_target_bytes: 128 * 1024 * 1024,
             retired_file_grace_ms: 60_000,
+            snapshot_every_events: 1000,
         }
     }
 
@@ -238,6 +243,10 @@ impl StoreConfig {
         set_from_env(
             &mut config.retired_file_grace_ms,
             "ALLSOURCE_RETIRED_FILE_GRACE_MS",
+        )?;
+        set_from_env(
+            &mut config.snapshot_every_events,
+            "ALLSOURCE_SNAPSHOT_EVERY_EVENTS",
         )?;
         Ok(config)
     }

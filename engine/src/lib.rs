@@ -37,6 +37,7 @@ pub mod json;
 mod meta;
 mod partition;
 mod sequencer;
+pub mod snapshot;
 mod store;
 mod subscription;
 mod table;
@@ -55,6 +56,7 @@ pub use event_id::EventId;
 pub use flush::{CompactionReport, FlushReport};
 pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
+pub use snapshot::EntityState;
 pub use store::{
     Environment, EventStore, PartitionStats, StoreStats, TableSnapshot, TierStats, WalStats,
 };

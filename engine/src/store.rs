@@ -21,6 +21,7 @@ use crate::flush::{
 };
 use crate::meta::{self, StoreMeta};
 use crate::sequencer::{Group, Outcome, Sequencer, retry_acks};
+use crate::snapshot::{self, EntityState};
 use crate::subscription::{Subscription, SubscriptionFilter};
 use crate::tier::files::ParquetLayout;
 use crate::tier::manifest::Manifest;
@@ -398,6 +399,7 @@ impl EventStore {
             Outcome::Appended(result) => {
                 let ack = ack.ok_or_else(|| Error::Internal("append without a waiter".into()))?;
                 ack.await.map_err(|_| Error::Closed)??;
+                self.snapshot_if_due(&request.tenant, &result);
                 Ok(result)
             }
             Outcome::Retry(locations) => {
@@ -452,6 +454,126 @@ impl EventStore {
         let mut events = self.read_stream(tenant, entity_id, 1, usize::MAX).await?;
         events.retain(|e| e.ingested_at_micros <= as_of_micros);
         Ok(events)
+    }
+
+    /// The entity's state as of `as_of_micros` (`None`: now): the JSON merge of its
+    /// payloads in version order (see [`crate::snapshot`]), starting from its newest
+    /// snapshot at or before that time. `None` when the stream had no events then.
+    pub async fn entity_state(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        as_of_micros: Option<i64>,
+    ) -> Result<Option<EntityState>> {
+        let (store, tenant, entity_id) = (self.clone(), tenant.to_string(), entity_id.to_string());
+        self.inner
+            .shared
+            .runtime
+            .run(async move { store.compute_state(&tenant, &entity_id, as_of_micros).await })
+            .await?
+    }
+
+    /// [`EventStore::entity_state`] for synchronous callers (query functions): blocks
+    /// the calling thread until it is computed.
+    pub fn entity_state_blocking(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        as_of_micros: Option<i64>,
+    ) -> Result<Option<EntityState>> {
+        let (store, tenant, entity_id) = (self.clone(), tenant.to_string(), entity_id.to_string());
+        self.inner
+            .shared
+            .runtime
+            .block_on(async move { store.compute_state(&tenant, &entity_id, as_of_micros).await })?
+    }
+
+    /// Store a snapshot of the entity's current state (returned; `None` when the
+    /// stream has no events). Later states start from it.
+    pub async fn create_snapshot(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+    ) -> Result<Option<EntityState>> {
+        let (store, tenant, entity_id) = (self.clone(), tenant.to_string(), entity_id.to_string());
+        self.inner
+            .shared
+            .runtime
+            .run(async move {
+                let state = store.compute_state(&tenant, &entity_id, None).await?;
+                if let Some(state) = &state {
+                    snapshot::save(&store.table_storage(), &tenant, &entity_id, state).await?;
+                }
+                Ok(state)
+            })
+            .await?
+    }
+
+    /// The versions of the entity that have a snapshot, ascending.
+    pub async fn snapshots(&self, tenant: &str, entity_id: &str) -> Result<Vec<u64>> {
+        let (storage, tenant, entity_id) = (
+            self.table_storage(),
+            tenant.to_string(),
+            entity_id.to_string(),
+        );
+        self.inner
+            .shared
+            .runtime
+            .run(async move { snapshot::versions(&storage, &tenant, &entity_id).await })
+            .await?
+    }
+
+    async fn compute_state(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        as_of: Option<i64>,
+    ) -> Result<Option<EntityState>> {
+        let storage = self.table_storage();
+        let mut start = None;
+        for version in snapshot::versions(&storage, tenant, entity_id)
+            .await?
+            .iter()
+            .rev()
+        {
+            let saved = snapshot::load(&storage, tenant, entity_id, *version).await?;
+            if as_of.is_none_or(|t| saved.ingested_at_micros <= t) {
+                start = Some(saved);
+                break;
+            }
+        }
+        let from = start.as_ref().map_or(1, |s| s.version + 1);
+        let mut events = self
+            .read_stream(tenant, entity_id, from, usize::MAX)
+            .await?;
+        if let Some(t) = as_of {
+            events.retain(|e| e.ingested_at_micros <= t);
+        }
+        snapshot::fold(start, &events)
+    }
+
+    /// Snapshot, in the background, every stream of `result` whose version crossed a
+    /// multiple of `snapshot_every_events`.
+    fn snapshot_if_due(&self, tenant: &str, result: &AppendResult) {
+        let every = self.inner.shared.config.snapshot_every_events;
+        if every == 0 {
+            return;
+        }
+        let mut due: Vec<&str> = Vec::new();
+        for ack in &result.events {
+            if ack.version % every == 0 && !due.contains(&&*ack.entity_id) {
+                due.push(&ack.entity_id);
+            }
+        }
+        for entity_id in due {
+            let (store, tenant, entity_id) =
+                (self.clone(), tenant.to_string(), entity_id.to_string());
+            self.inner.shared.runtime.spawn(async move {
+                if let Err(err) = store.create_snapshot(&tenant, &entity_id).await {
+                    tracing::warn!(entity_id, error = %err, "automatic snapshot failed");
+                }
+            });
+        }
     }
 
     /// [`EventStore::read_stream`] for synchronous callers (query functions running

@@ -1,9 +1,6 @@
 //! `entity_state(entity_id [, as_of])`: an entity's state, the JSON merge of its
-//! events' payloads in version order.
-//!
-//! Each payload is applied to the state so far as a JSON merge patch (RFC 7396):
-//! objects merge key by key, recursively; a `null` value removes the key; any other
-//! value replaces what was there. With `as_of`, only events ingested at or before
+//! events' payloads in version order, as [`EventStore::entity_state`] computes it
+//! (from the newest snapshot on). With `as_of`, only events ingested at or before
 //! that time count (the same notion of time as `AS OF TIMESTAMP`). A stream with no
 //! such events has the state `NULL`.
 
@@ -17,7 +14,6 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use serde_json::Value;
 
 /// The `entity_state` function of one tenant's queries.
 #[derive(Debug)]
@@ -38,24 +34,11 @@ impl EntityState {
     }
 
     fn state_of(&self, entity_id: &str, as_of: Option<i64>) -> Result<Option<String>> {
-        let events = self
+        let state = self
             .store
-            .read_stream_blocking(&self.tenant, entity_id, 1, usize::MAX)
+            .entity_state_blocking(&self.tenant, entity_id, as_of)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let mut state: Option<Value> = None;
-        for event in events
-            .iter()
-            .filter(|e| as_of.is_none_or(|t| e.ingested_at_micros <= t))
-        {
-            let patch: Value = serde_json::from_str(&event.payload).map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "payload of {entity_id} v{}: {e}",
-                    event.version
-                ))
-            })?;
-            merge_patch(state.get_or_insert(Value::Null), &patch);
-        }
-        Ok(state.map(|s| s.to_string()))
+        Ok(state.map(|s| s.state.to_string()))
     }
 }
 
@@ -72,26 +55,6 @@ impl Eq for EntityState {}
 impl std::hash::Hash for EntityState {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.tenant.hash(state);
-    }
-}
-
-/// Apply `patch` to `target` as an RFC 7396 merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(entries) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(serde_json::Map::new());
-    }
-    if let Value::Object(map) = target {
-        for (key, value) in entries {
-            if value.is_null() {
-                map.remove(key);
-            } else {
-                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
     }
 }
 
@@ -144,28 +107,5 @@ impl ScalarUDFImpl for EntityState {
         }
         let array: ArrayRef = Arc::new(out.finish());
         Ok(ColumnarValue::Array(array))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut state = Value::Null;
-        for patch in [
-            r#"{"status":"placed","items":{"a":1,"b":2},"note":"x"}"#,
-            r#"{"status":"paid","items":{"b":null,"c":3},"note":null}"#,
-        ] {
-            let patch: Value = serde_json::from_str(patch).unwrap_or_default();
-            merge_patch(&mut state, &patch);
-        }
-        assert_eq!(
-            state,
-            serde_json::json!({"status":"paid","items":{"a":1,"c":3}})
-        );
-        merge_patch(&mut state, &serde_json::json!([1, 2]));
-        assert_eq!(state, serde_json::json!([1, 2]));
     }
 }

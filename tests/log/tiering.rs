@@ -552,3 +552,85 @@ async fn compaction_merges_small_files_and_retires_the_old_ones() {
     let stats = store.stats();
     assert_eq!((stats.tier.files, stats.tier.retired_files), (2, 0));
 }
+
+/// Entity state starts from the newest snapshot at or before the time asked for;
+/// snapshots are taken on demand and automatically every N events.
+#[tokio::test]
+async fn entity_state_starts_from_the_newest_snapshot() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = config(dir.path());
+    config.snapshot_every_events = 4;
+    let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
+    let patch = |k: u64| EventData::new("x", format!(r#"{{"k{k}":{k},"last":{k}}}"#));
+    append(
+        &store,
+        "order-1",
+        ExpectedVersion::Any,
+        (1..=3).map(patch).collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.snapshots("t", "order-1").await.unwrap_or_default(),
+        Vec::<u64>::new()
+    );
+    let taken = store
+        .create_snapshot("t", "order-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no state"));
+    assert_eq!(taken.version, 3);
+    assert_eq!(
+        taken.state,
+        serde_json::json!({"k1":1,"k2":2,"k3":3,"last":3})
+    );
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    append(&store, "order-1", ExpectedVersion::Any, vec![patch(4)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Version 4 triggered an automatic snapshot in the background.
+    let started = std::time::Instant::now();
+    while store.snapshots("t", "order-1").await.unwrap_or_default() != vec![3, 4] {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no automatic snapshot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let now = store
+        .entity_state("t", "order-1", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no state"));
+    assert_eq!((now.version, now.state["last"].as_u64()), (4, Some(4)));
+
+    // The state is computed from the snapshot, not from the events: a snapshot
+    // written with a marker shows up in the result.
+    let mut marked = taken.clone();
+    marked.state["marker"] = serde_json::json!(true);
+    let path = object_store::path::Path::from_iter(["snapshots", "t", "order-1"])
+        .join(format!("{:020}.json", 3));
+    object_store::ObjectStoreExt::put(
+        store.table_storage().as_ref(),
+        &path,
+        serde_json::to_vec(&marked).unwrap_or_default().into(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let as_of_3 = store
+        .entity_state("t", "order-1", Some(taken.ingested_at_micros))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no state"));
+    assert_eq!(as_of_3.state["marker"], serde_json::json!(true));
+    assert_eq!(as_of_3.version, 3);
+    assert!(
+        store
+            .entity_state("t", "nobody", None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none()
+    );
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+}
