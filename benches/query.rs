@@ -85,7 +85,10 @@ fn main() {
 
 async fn run(base: &Path, events: u64, with_duckdb: bool) {
     let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
-    let config = StoreConfig::new(dir.path())
+    // ALLSOURCE_* variables apply (e.g. ALLSOURCE_PARQUET_PAGE_ROWS), so layouts can be
+    // compared without a rebuild.
+    let config = StoreConfig::from_env(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
         .with_durability(Durability::Never)
         .with_flush_interval_ms(0);
     let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
