@@ -28,17 +28,28 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python3 -m moto.server` rather than the `moto_server` script, which a
+        // fresh pip install may not have put on PATH yet.
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting moto_server (pip install 'moto[server]'): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("starting python3 -m moto.server (pip install 'moto[server]'): {e}")
+            });
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "moto_server did not start listening"
+                "moto's server did not start listening"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
