@@ -127,14 +127,7 @@ pub(crate) async fn load(
     version: u64,
 ) -> Result<EntityState> {
     let path = folder(tenant, entity_id).join(format!("{version:020}.json"));
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(|e| Error::storage(format!("reading {path}"), e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::storage(format!("reading {path}"), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::storage(format!("parsing {path}"), e))
+    crate::tier::read_json(store, &path).await
 }
 
 #[cfg(test)]

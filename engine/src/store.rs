@@ -465,12 +465,11 @@ impl EventStore {
         entity_id: &str,
         as_of_micros: Option<i64>,
     ) -> Result<Option<EntityState>> {
-        let (store, tenant, entity_id) = (self.clone(), tenant.to_string(), entity_id.to_string());
-        self.inner
-            .shared
-            .runtime
-            .run(async move { store.compute_state(&tenant, &entity_id, as_of_micros).await })
-            .await?
+        let (tenant, entity_id) = (tenant.to_string(), entity_id.to_string());
+        self.on_tier(move |store| async move {
+            store.compute_state(&tenant, &entity_id, as_of_micros).await
+        })
+        .await
     }
 
     /// [`EventStore::entity_state`] for synchronous callers (query functions): blocks
@@ -495,32 +494,35 @@ impl EventStore {
         tenant: &str,
         entity_id: &str,
     ) -> Result<Option<EntityState>> {
-        let (store, tenant, entity_id) = (self.clone(), tenant.to_string(), entity_id.to_string());
-        self.inner
-            .shared
-            .runtime
-            .run(async move {
-                let state = store.compute_state(&tenant, &entity_id, None).await?;
-                if let Some(state) = &state {
-                    snapshot::save(&store.table_storage(), &tenant, &entity_id, state).await?;
-                }
-                Ok(state)
-            })
-            .await?
+        let (tenant, entity_id) = (tenant.to_string(), entity_id.to_string());
+        self.on_tier(move |store| async move {
+            let state = store.compute_state(&tenant, &entity_id, None).await?;
+            if let Some(state) = &state {
+                snapshot::save(&store.table_storage(), &tenant, &entity_id, state).await?;
+            }
+            Ok(state)
+        })
+        .await
     }
 
     /// The versions of the entity that have a snapshot, ascending.
     pub async fn snapshots(&self, tenant: &str, entity_id: &str) -> Result<Vec<u64>> {
-        let (storage, tenant, entity_id) = (
-            self.table_storage(),
-            tenant.to_string(),
-            entity_id.to_string(),
-        );
-        self.inner
-            .shared
-            .runtime
-            .run(async move { snapshot::versions(&storage, &tenant, &entity_id).await })
-            .await?
+        let (tenant, entity_id) = (tenant.to_string(), entity_id.to_string());
+        self.on_tier(move |store| async move {
+            snapshot::versions(&store.table_storage(), &tenant, &entity_id).await
+        })
+        .await
+    }
+
+    /// Run `work` (given a handle to this store) on the tiering runtime, where every
+    /// object store call belongs, and await it.
+    async fn on_tier<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(EventStore) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.shared.runtime.run(work(self.clone())).await?
     }
 
     async fn compute_state(
@@ -661,24 +663,16 @@ impl EventStore {
     /// wait until the manifest naming the files is committed. The background flusher
     /// does this on its own every `flush_interval_ms`.
     pub async fn flush(&self) -> Result<FlushReport> {
-        let shared = Arc::clone(&self.inner.shared);
-        self.inner
-            .shared
-            .runtime
-            .run(async move { flush(&shared).await })
-            .await?
+        self.on_tier(|store| async move { flush(&store.inner.shared).await })
+            .await
     }
 
     /// Merge small Parquet files and delete replaced ones whose grace period is over
     /// (see `compaction_min_files`, `compaction_target_bytes`,
     /// `retired_file_grace_ms`). The background flusher runs this after each flush.
     pub async fn compact(&self) -> Result<CompactionReport> {
-        let shared = Arc::clone(&self.inner.shared);
-        self.inner
-            .shared
-            .runtime
-            .run(async move { compact(&shared).await })
-            .await?
+        self.on_tier(|store| async move { compact(&store.inner.shared).await })
+            .await
     }
 
     /// A consistent view of the log for table scans: the manifest's files hold every

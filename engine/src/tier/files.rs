@@ -232,15 +232,10 @@ impl FileReader {
         let footer = self.footer(file).await?;
         let total = file.rows() as usize;
         let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.object(file), footer)
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.object(file), footer)
             .with_row_selection(selection)
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| Error::storage(format!("reading {}", file.path), e))?;
-        stream
-            .try_collect()
-            .await
-            .map_err(|e| Error::storage(format!("reading {}", file.path), e))
+            .with_batch_size(8192);
+        collect(file, builder).await
     }
 }
 
@@ -256,21 +251,30 @@ impl FileReader {
             footer.metadata().file_metadata().schema_descr(),
             columns.iter().copied(),
         );
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(self.object(file), footer)
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(self.object(file), footer)
             .with_projection(mask)
-            .with_batch_size(65_536)
-            .build()
-            .map_err(|e| Error::storage(format!("reading {}", file.path), e))?;
-        stream
-            .try_collect()
-            .await
-            .map_err(|e| Error::storage(format!("reading {}", file.path), e))
+            .with_batch_size(65_536);
+        collect(file, builder).await
     }
 
     /// Every row of `file`, one column.
     pub async fn read_column(&self, file: &FileEntry, column: usize) -> Result<Vec<RecordBatch>> {
         self.read_columns(file, &[column]).await
     }
+}
+
+/// Run a configured read of `file` to the end.
+async fn collect(
+    file: &FileEntry,
+    builder: ParquetRecordBatchStreamBuilder<ObjectFile>,
+) -> Result<Vec<RecordBatch>> {
+    let reading = || format!("reading {}", file.path);
+    builder
+        .build()
+        .map_err(|e| Error::storage(reading(), e))?
+        .try_collect()
+        .await
+        .map_err(|e| Error::storage(reading(), e))
 }
 
 /// A Parquet file in the object store, read by byte ranges.

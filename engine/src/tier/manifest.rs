@@ -187,15 +187,7 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>) -> Result<Option<Manifest
         return Ok(None);
     };
     let path = manifest_path(version);
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(|e| Error::storage(format!("reading {path}"), e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::storage(format!("reading {path}"), e))?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::storage(format!("parsing {path}"), e))?;
+    let manifest: Manifest = super::read_json(store, &path).await?;
     if manifest.version != version {
         return Err(Error::storage(
             format!("checking {path}"),

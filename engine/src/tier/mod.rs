@@ -247,6 +247,21 @@ impl Drop for TierRuntime {
     }
 }
 
+/// Read the JSON document at `path` in `store`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<T> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::storage(format!("reading {path}"), e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::storage(format!("parsing {path}"), e))
+}
+
 /// Cached position columns, dropped wholesale past a size bound.
 #[derive(Debug, Default)]
 struct PositionCache {
