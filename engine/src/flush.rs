@@ -190,7 +190,10 @@ pub(crate) async fn restore_sequencer(
         columns::EVENT_ID,
     ];
     for file in &manifest.files {
-        let batches = tier.reader.read_columns(file, &COLUMNS).await?;
+        let batches = tier
+            .reader
+            .read_columns_in_offset_order(file, &COLUMNS)
+            .await?;
         for batch in &batches {
             restore_batch(&mut seq, batch).map_err(|reason| {
                 Error::storage(format!("restoring the log from {}", file.path), reason)
@@ -370,11 +373,7 @@ async fn merge_or_keep(
     };
     let mut batches = Vec::new();
     for file in &run {
-        batches.extend(
-            tier.reader
-                .read_range(file, 0..file.rows() as usize)
-                .await?,
-        );
+        batches.extend(tier.reader.read_all(file).await?);
     }
     let range = first.first_offset..last.end_offset;
     let path = file_path(first.partition, &range, next.version);

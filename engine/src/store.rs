@@ -405,8 +405,13 @@ impl EventStore {
             Outcome::Retry(locations) => {
                 self.wait_visible(assigned_up_to).await?;
                 let mut events = Vec::with_capacity(locations.len());
-                for (partition, offset) in locations {
-                    let found = read_events_at(shared, partition, vec![offset]).await?;
+                let mut entities = Vec::with_capacity(locations.len());
+                for part in &request.streams {
+                    entities.extend(part.events.iter().map(|_| part.entity_id.clone()));
+                }
+                for (entity_id, (partition, offset)) in entities.iter().zip(locations) {
+                    let stream = (request.tenant.as_str(), entity_id.as_str());
+                    let found = read_events_at(shared, partition, stream, vec![offset]).await?;
                     let event = found.into_iter().next().ok_or_else(|| {
                         Error::Internal(format!(
                             "event at partition {partition} offset {offset} is not visible"
@@ -439,7 +444,13 @@ impl EventStore {
         let Some(location) = location else {
             return Ok(Vec::new());
         };
-        read_events_at(&self.inner.shared, location.partition, location.offsets).await
+        read_events_at(
+            &self.inner.shared,
+            location.partition,
+            (tenant, entity_id),
+            location.offsets,
+        )
+        .await
     }
 
     /// The stream as the store had it at `as_of_micros` (microseconds since the Unix
@@ -597,8 +608,15 @@ impl EventStore {
             return Ok(Vec::new());
         };
         let task_shared = Arc::clone(shared);
+        let stream = (tenant.to_owned(), entity_id.to_owned());
         shared.runtime.block_on(async move {
-            read_events_at(&task_shared, location.partition, location.offsets).await
+            read_events_at(
+                &task_shared,
+                location.partition,
+                (&stream.0, &stream.1),
+                location.offsets,
+            )
+            .await
         })?
     }
 
@@ -814,12 +832,13 @@ impl EventStore {
     }
 }
 
-/// The events of `partition` at `offsets` (ascending), from Parquet below the
-/// manifest's split and from the buffer above it; a prefix when some are not yet
-/// visible.
+/// The events of stream (`tenant`, `entity_id`) at `offsets` (ascending) of
+/// `partition`, from Parquet below the manifest's split and from the buffer above
+/// it; a prefix when some are not yet visible.
 pub(crate) async fn read_events_at(
     shared: &Arc<Shared>,
     partition: u16,
+    stream: (&str, &str),
     offsets: Vec<u64>,
 ) -> Result<Vec<RecordedEvent>> {
     loop {
@@ -831,12 +850,13 @@ pub(crate) async fn read_events_at(
             let task_shared = Arc::clone(shared);
             let task_manifest = Arc::clone(&manifest);
             let wanted = offsets[..flushed].to_vec();
+            let (tenant, entity_id) = (stream.0.to_owned(), stream.1.to_owned());
             let batches = shared
                 .runtime
                 .run(async move {
                     task_shared
                         .tier
-                        .read_at(&task_manifest, partition, &wanted)
+                        .read_stream(&task_manifest, partition, (&tenant, &entity_id), &wanted)
                         .await
                 })
                 .await??;

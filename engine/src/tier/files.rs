@@ -1,17 +1,26 @@
 //! Parquet files of the log: how they are written, and point and range reads.
 //!
-//! A file holds a contiguous offset range of one partition, in offset order, so
-//! row `i` of a file is offset `first_offset + i`. A stream read becomes a row
-//! selection: the reader fetches and decodes only the pages holding the selected
-//! rows (pages are small, `parquet_page_rows` rows, and the offset index tells where
-//! each one is). zstd; page statistics on every column (so DataFusion can prune by
-//! time, offset and position); bloom filters on `entity_id` and `event_type`.
+//! A file holds a contiguous offset range of one partition. Its row groups hold
+//! consecutive offset ranges, in offset order, and within a row group the rows are
+//! clustered: sorted by (entity_id, tenant, offset) ([`RowOrder::Clustered`]). So a
+//! stream's events in a row group are adjacent, and a stream read finds them from the
+//! page index of `entity_id` (each page's smallest and largest value) and decodes one
+//! or two pages per column per row group, where offset order would cost one page per
+//! event. Reads by offset or position sort a row group back into offset order (and
+//! keep a few such row groups, for readers going through the log in small steps).
+//!
+//! zstd; page statistics on every column (so DataFusion can prune by time, offset and
+//! position); bloom filters on `entity_id` and `event_type`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, sort_to_indices,
+    take_record_batch,
+};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt64Type};
 use bytes::Bytes;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions as ReaderOptions;
@@ -25,6 +34,7 @@ use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{
     PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
 };
+use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use futures::FutureExt;
@@ -34,7 +44,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 
-use super::manifest::{DATA_DIR, FileEntry};
+use super::manifest::{DATA_DIR, FileEntry, RowOrder};
 use crate::buffer::columns;
 use crate::error::{Error, Result};
 
@@ -72,8 +82,10 @@ pub fn file_path(partition: u16, range: &Range<u64>, version: u64) -> Path {
     ))
 }
 
-/// Encode `batches` (one partition, consecutive offsets) as a Parquet file and
-/// upload it to `path`. Returns its manifest entry.
+/// Encode `batches` (one partition, consecutive offsets, in offset order) as a
+/// clustered Parquet file and upload it to `path`: row groups of
+/// `layout.row_group_rows` consecutive offsets, each sorted by (entity_id, tenant,
+/// offset). Returns its manifest entry.
 pub async fn write_file(
     store: &Arc<dyn ObjectStore>,
     schema: &SchemaRef,
@@ -82,21 +94,25 @@ pub async fn write_file(
     layout: ParquetLayout,
 ) -> Result<FileEntry> {
     let entry = describe(path.to_string(), batches)?;
+    let encoding = |e: &dyn std::fmt::Display| Error::storage(format!("encoding {path}"), e);
+    let rows = concat_batches(schema, batches).map_err(|e| encoding(&e))?;
     let mut bytes = Vec::new();
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
         Arc::clone(schema),
         Some(writer_properties(layout)?),
     )
-    .map_err(|e| Error::storage(format!("encoding {path}"), e))?;
-    for batch in batches {
-        writer
-            .write(batch)
-            .map_err(|e| Error::storage(format!("encoding {path}"), e))?;
+    .map_err(|e| encoding(&e))?;
+    let group_rows = layout.row_group_rows.max(1);
+    let mut start = 0;
+    while start < rows.num_rows() {
+        let len = group_rows.min(rows.num_rows() - start);
+        let group = cluster(&rows.slice(start, len)).map_err(|e| encoding(&e))?;
+        writer.write(&group).map_err(|e| encoding(&e))?;
+        writer.flush().map_err(|e| encoding(&e))?;
+        start += len;
     }
-    writer
-        .close()
-        .map_err(|e| Error::storage(format!("encoding {path}"), e))?;
+    writer.close().map_err(|e| encoding(&e))?;
     let size = bytes.len() as u64;
     store
         .put(&path, PutPayload::from(bytes))
@@ -104,8 +120,28 @@ pub async fn write_file(
         .map_err(|e| Error::storage(format!("uploading {path}"), e))?;
     Ok(FileEntry {
         bytes: size,
+        order: RowOrder::Clustered,
         ..entry
     })
+}
+
+/// `rows` sorted by (entity_id, tenant, offset).
+fn cluster(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let keys = [columns::ENTITY_ID, columns::TENANT, columns::OFFSET].map(|c| SortColumn {
+        values: Arc::clone(rows.column(c)),
+        options: None,
+    });
+    let order = lexsort_to_indices(&keys, None)?;
+    take_record_batch(rows, &order)
+}
+
+/// `rows` (from one row group) sorted by the u64 column at `offset_column`.
+fn in_offset_order(
+    rows: &RecordBatch,
+    offset_column: usize,
+) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+    let order = sort_to_indices(rows.column(offset_column), None, None)?;
+    take_record_batch(rows, &order)
 }
 
 /// The manifest entry for `batches`, checking they are consecutive offsets of one
@@ -136,6 +172,7 @@ fn describe(path: String, batches: &[RecordBatch]) -> Result<FileEntry> {
             min_timestamp_micros: i64::MAX,
             max_timestamp_micros: i64::MIN,
             bytes: 0,
+            order: RowOrder::Offset,
         });
         let consecutive = offsets
             .values()
@@ -157,11 +194,13 @@ fn describe(path: String, batches: &[RecordBatch]) -> Result<FileEntry> {
 }
 
 /// Reads rows of the log's Parquet files, keeping each file's footer (schema, row
-/// groups, page locations) after the first read.
+/// groups, page locations) after the first read, and the last few row groups read
+/// in offset order.
 #[derive(Debug)]
 pub struct FileReader {
     store: Arc<dyn ObjectStore>,
     footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
+    groups: Mutex<GroupCache>,
 }
 
 impl FileReader {
@@ -170,6 +209,7 @@ impl FileReader {
         Self {
             store,
             footers: Mutex::new(HashMap::new()),
+            groups: Mutex::new(GroupCache::default()),
         }
     }
 
@@ -200,9 +240,166 @@ impl FileReader {
         Ok(footer)
     }
 
-    /// Forget a file's footer (after the file is deleted).
+    /// Forget what is cached of a file (after the file is deleted).
     pub fn forget(&self, path: &str) {
         self.footers.lock().remove(path);
+        self.groups.lock().remove_file(path);
+    }
+
+    /// The rows of `file` at offsets `first_offset + range`, in offset order.
+    pub async fn read_offset_range(
+        &self,
+        file: &FileEntry,
+        range: Range<usize>,
+    ) -> Result<Vec<RecordBatch>> {
+        if file.order == RowOrder::Offset {
+            return self.read_range(file, range).await;
+        }
+        let footer = self.footer(file).await?;
+        let mut out = Vec::new();
+        for (group, rows) in row_groups(footer.metadata()).enumerate() {
+            if rows.end <= range.start || rows.start >= range.end {
+                continue;
+            }
+            let key = (file.path.clone(), group);
+            let cached = self.groups.lock().get(&key);
+            let sorted = match cached {
+                Some(sorted) => sorted,
+                None => {
+                    let sorted = self.read_group_in_offset_order(file, group, None).await?;
+                    self.groups.lock().insert(key, sorted.clone());
+                    sorted
+                }
+            };
+            let lo = range.start.max(rows.start) - rows.start;
+            let hi = range.end.min(rows.end) - rows.start;
+            out.push(sorted.slice(lo, hi - lo));
+        }
+        Ok(out)
+    }
+
+    /// Every row of `file`, in offset order, without keeping anything (compaction).
+    pub async fn read_all(&self, file: &FileEntry) -> Result<Vec<RecordBatch>> {
+        if file.order == RowOrder::Offset {
+            return self.read_range(file, 0..file.rows() as usize).await;
+        }
+        let footer = self.footer(file).await?;
+        let mut out = Vec::new();
+        for group in 0..footer.metadata().num_row_groups() {
+            out.push(self.read_group_in_offset_order(file, group, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every row of `file`, only the given columns (by index in the event schema,
+    /// ascending, including `offset`), in offset order.
+    pub async fn read_columns_in_offset_order(
+        &self,
+        file: &FileEntry,
+        columns: &[usize],
+    ) -> Result<Vec<RecordBatch>> {
+        if file.order == RowOrder::Offset {
+            return self.read_columns(file, columns).await;
+        }
+        let footer = self.footer(file).await?;
+        let mut out = Vec::new();
+        for group in 0..footer.metadata().num_row_groups() {
+            out.push(
+                self.read_group_in_offset_order(file, group, Some(columns))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Row group `group` of a clustered file, sorted back into offset order; only
+    /// `columns` (ascending, including `offset`) when given.
+    async fn read_group_in_offset_order(
+        &self,
+        file: &FileEntry,
+        group: usize,
+        columns: Option<&[usize]>,
+    ) -> Result<RecordBatch> {
+        let footer = self.footer(file).await?;
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.object(file), footer.clone())
+                .with_row_groups(vec![group])
+                .with_batch_size(65_536);
+        let mut offset_column = columns::OFFSET;
+        if let Some(columns) = columns {
+            offset_column = columns
+                .iter()
+                .position(|c| *c == columns::OFFSET)
+                .ok_or_else(|| Error::Internal("offset order needs the offset column".into()))?;
+            builder = builder.with_projection(ProjectionMask::roots(
+                footer.metadata().file_metadata().schema_descr(),
+                columns.iter().copied(),
+            ));
+        }
+        let sorting = |e: arrow::error::ArrowError| {
+            Error::storage(format!("reading {}", file.path), e)
+        };
+        let schema = match columns {
+            Some(columns) => Arc::new(builder.schema().project(columns).map_err(sorting)?),
+            None => Arc::clone(builder.schema()),
+        };
+        let batches = collect(file, builder).await?;
+        let rows = concat_batches(&schema, &batches).map_err(sorting)?;
+        in_offset_order(&rows, offset_column).map_err(sorting)
+    }
+
+    /// The events of stream (`tenant`, `entity_id`) in `file` at offsets
+    /// `first_offset + rows` (ascending), in offset order.
+    pub async fn read_stream_rows(
+        &self,
+        file: &FileEntry,
+        tenant: &str,
+        entity_id: &str,
+        rows: &[usize],
+    ) -> Result<Vec<RecordBatch>> {
+        if file.order == RowOrder::Offset {
+            return self.read_rows(file, rows).await;
+        }
+        let footer = self.footer(file).await?;
+        let metadata = footer.metadata();
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for (group, group_rows) in row_groups(metadata).enumerate() {
+            let first = rows.partition_point(|r| *r < group_rows.start);
+            if rows.get(first).is_none_or(|r| *r >= group_rows.end) {
+                continue;
+            }
+            for page in pages_holding(metadata, group, entity_id.as_bytes()) {
+                let page = group_rows.start + page.start..group_rows.start + page.end;
+                match ranges.last_mut() {
+                    Some(last) if last.end == page.start => last.end = page.end,
+                    _ => ranges.push(page),
+                }
+            }
+        }
+        let wanted: Vec<u64> = rows
+            .iter()
+            .map(|r| file.first_offset + *r as u64)
+            .collect();
+        let batches = self.read_ranges(file, ranges).await?;
+        batches
+            .iter()
+            .map(|batch| {
+                let tenants = batch.column(columns::TENANT).as_string::<i32>();
+                let entities = batch.column(columns::ENTITY_ID).as_string::<i32>();
+                let offsets = batch.column(columns::OFFSET).as_primitive::<UInt64Type>();
+                let keep: BooleanArray = (0..batch.num_rows())
+                    .map(|row| {
+                        Some(
+                            entities.value(row) == entity_id
+                                && tenants.value(row) == tenant
+                                && wanted.binary_search(&offsets.value(row)).is_ok(),
+                        )
+                    })
+                    .collect();
+                filter_record_batch(batch, &keep)
+                    .map_err(|e| Error::storage(format!("reading {}", file.path), e))
+            })
+            .collect()
     }
 
     /// The rows of `file` at `rows` (ascending, each `< file.rows()`), in order.
@@ -260,6 +457,96 @@ impl FileReader {
     /// Every row of `file`, one column.
     pub async fn read_column(&self, file: &FileEntry, column: usize) -> Result<Vec<RecordBatch>> {
         self.read_columns(file, &[column]).await
+    }
+}
+
+/// The row range of each row group.
+fn row_groups(metadata: &ParquetMetaData) -> impl Iterator<Item = Range<usize>> + '_ {
+    metadata.row_groups().iter().scan(0usize, |start, group| {
+        let rows = *start..*start + group.num_rows() as usize;
+        *start = rows.end;
+        Some(rows)
+    })
+}
+
+/// The row ranges (within row group `group`) of the pages whose `entity_id` values
+/// may include `key`, from the page index; the whole group when it has none.
+fn pages_holding(metadata: &ParquetMetaData, group: usize, key: &[u8]) -> Vec<Range<usize>> {
+    let group_rows = metadata.row_group(group).num_rows() as usize;
+    let locations = metadata
+        .offset_index()
+        .and_then(|index| index.get(group))
+        .and_then(|columns| columns.get(columns::ENTITY_ID))
+        .map(|column| column.page_locations());
+    let bounds = metadata
+        .column_index()
+        .and_then(|index| index.get(group))
+        .and_then(|columns| columns.get(columns::ENTITY_ID));
+    let (Some(locations), Some(ColumnIndexMetaData::BYTE_ARRAY(bounds))) = (locations, bounds)
+    else {
+        return Vec::from([0..group_rows]);
+    };
+    let mut pages: Vec<Range<usize>> = Vec::new();
+    for (page, location) in locations.iter().enumerate() {
+        let below = bounds.max_value(page).is_some_and(|max| max < key);
+        let above = bounds.min_value(page).is_some_and(|min| min > key);
+        if below || above {
+            continue;
+        }
+        let start = location.first_row_index as usize;
+        let end = locations
+            .get(page + 1)
+            .map_or(group_rows, |next| next.first_row_index as usize);
+        match pages.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ => pages.push(start..end),
+        }
+    }
+    pages
+}
+
+/// Row groups recently read in offset order, dropped oldest first past a size bound.
+#[derive(Debug, Default)]
+struct GroupCache {
+    groups: VecDeque<((String, usize), RecordBatch)>,
+    bytes: usize,
+}
+
+impl GroupCache {
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn get(&self, key: &(String, usize)) -> Option<RecordBatch> {
+        self.groups
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, rows)| rows.clone())
+    }
+
+    fn insert(&mut self, key: (String, usize), rows: RecordBatch) {
+        let size = rows.get_array_memory_size();
+        if size > Self::MAX_BYTES {
+            return;
+        }
+        while self.bytes + size > Self::MAX_BYTES {
+            match self.groups.pop_front() {
+                Some((_, old)) => self.bytes -= old.get_array_memory_size(),
+                None => break,
+            }
+        }
+        self.bytes += size;
+        self.groups.push_back((key, rows));
+    }
+
+    fn remove_file(&mut self, path: &str) {
+        let mut bytes = self.bytes;
+        self.groups.retain(|((p, _), rows)| {
+            let keep = p != path;
+            if !keep {
+                bytes -= rows.get_array_memory_size();
+            }
+            keep
+        });
+        self.bytes = bytes;
     }
 }
 

@@ -46,7 +46,20 @@ pub struct Manifest {
     pub retired: Vec<RetiredFile>,
 }
 
-/// One Parquet file: a contiguous offset range of one partition, in offset order.
+/// How the rows of a file are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// Row `i` is offset `first_offset + i`.
+    #[default]
+    Offset,
+    /// Each row group holds a contiguous offset range (row groups in offset order),
+    /// its rows sorted by (entity_id, tenant, offset): a stream's events in a row
+    /// group are adjacent, so a stream read decodes one or two pages per column.
+    Clustered,
+}
+
+/// One Parquet file: a contiguous offset range of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Path in the table storage.
@@ -67,6 +80,9 @@ pub struct FileEntry {
     pub max_timestamp_micros: i64,
     /// Size of the file.
     pub bytes: u64,
+    /// How its rows are ordered (files written before clustering are in offset order).
+    #[serde(default)]
+    pub order: RowOrder,
 }
 
 impl FileEntry {

@@ -159,18 +159,20 @@ impl Tier {
             let hi = range.end.min(file.end_offset) - file.first_offset;
             out.extend(
                 self.reader
-                    .read_range(file, lo as usize..hi as usize)
+                    .read_offset_range(file, lo as usize..hi as usize)
                     .await?,
             );
         }
         Ok(out)
     }
 
-    /// Rows of `partition` at `offsets` (ascending, all flushed), in offset order.
-    pub async fn read_at(
+    /// The events of stream (`tenant`, `entity_id`) at `offsets` of its partition
+    /// (ascending, all flushed), in offset order.
+    pub async fn read_stream(
         &self,
         manifest: &Manifest,
         partition: u16,
+        (tenant, entity_id): (&str, &str),
         offsets: &[u64],
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
@@ -187,7 +189,11 @@ impl Tier {
                 .iter()
                 .map(|o| (o - file.first_offset) as usize)
                 .collect();
-            out.extend(self.reader.read_rows(file, &rows).await?);
+            out.extend(
+                self.reader
+                    .read_stream_rows(file, tenant, entity_id, &rows)
+                    .await?,
+            );
             rest = &rest[n..];
         }
         Ok(out)
@@ -210,21 +216,24 @@ impl Tier {
             let lo = positions.partition_point(|p| *p < range.start);
             let hi = positions.partition_point(|p| *p < range.end);
             if hi > lo {
-                out.extend(self.reader.read_range(file, lo..hi).await?);
+                out.extend(self.reader.read_offset_range(file, lo..hi).await?);
             }
         }
         Ok(out)
     }
 
-    /// The position of every row of `file`.
+    /// The position of each event of `file`, in offset order.
     async fn positions(&self, file: &FileEntry) -> Result<Arc<[u64]>> {
         if let Some(p) = self.positions.lock().get(&file.path) {
             return Ok(p);
         }
-        let batches = self.reader.read_column(file, columns::POSITION).await?;
+        let batches = self
+            .reader
+            .read_columns_in_offset_order(file, &[columns::OFFSET, columns::POSITION])
+            .await?;
         let positions: Arc<[u64]> = batches
             .iter()
-            .flat_map(|b| b.column(0).as_primitive::<UInt64Type>().values().to_vec())
+            .flat_map(|b| b.column(1).as_primitive::<UInt64Type>().values().to_vec())
             .collect();
         self.positions
             .lock()
