@@ -1,4 +1,4 @@
-//! Micro benchmarks of the append path's building blocks.
+//! Micro benchmarks of the building blocks of the append and read paths.
 //!
 //! - `json_check_200B`: checking that a ~200-byte payload is JSON, against a full
 //!   parser skipping the value;
@@ -6,7 +6,9 @@
 //! - `events_to_batch/N`: building the Arrow batch of N ~200-byte events, which the
 //!   WAL writer does for every group commit;
 //! - `append_never/N`: one in-process append of N events with durability `never`
-//!   (validation, sequencing, WAL encoding and write, Arrow publish).
+//!   (validation, sequencing, WAL encoding and write, Arrow publish);
+//! - `read_stream_buffer/100`: reading a 100-event stream from the buffer, its events
+//!   interleaved with those of 99 other streams (as in the `query` benchmark).
 
 // criterion_group! generates a public function without docs.
 #![allow(missing_docs)]
@@ -85,6 +87,37 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    let streams = 100u64;
+    for chunk in 0..10u64 {
+        let mut request = AppendRequest::new("bench");
+        for round in chunk * 10..(chunk + 1) * 10 {
+            for s in 0..streams {
+                request = request.stream(
+                    format!("stream-{s}"),
+                    ExpectedVersion::Any,
+                    vec![EventData::new("order.placed", PAYLOAD).with_timestamp_micros(round as i64)],
+                );
+            }
+        }
+        runtime
+            .block_on(store.append(request))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut group = c.benchmark_group("read_stream_buffer");
+    group.throughput(Throughput::Elements(100));
+    let mut next = 0u64;
+    group.bench_function(BenchmarkId::from_parameter(100), |b| {
+        b.iter(|| {
+            next = (next + 1) % streams;
+            let read = runtime
+                .block_on(store.read_stream("bench", &format!("stream-{next}"), 1, usize::MAX))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(read.len(), 100);
+            read
+        })
+    });
     group.finish();
 }
 

@@ -57,19 +57,34 @@ pub struct ParquetLayout {
     pub row_group_rows: usize,
 }
 
+/// Columns whose values are (nearly) all distinct: a dictionary would not shrink
+/// them, and a point read would pay for decoding it (up to a megabyte per column
+/// chunk) before the one page it wants.
+const NO_DICTIONARY: [&str; 8] = [
+    "version",
+    "offset",
+    "position",
+    "event_id",
+    "timestamp",
+    "ingested_at",
+    "payload",
+    "metadata",
+];
+
 fn writer_properties(layout: ParquetLayout) -> Result<WriterProperties> {
     let zstd = ZstdLevel::try_new(3).map_err(|e| Error::Internal(format!("zstd level: {e}")))?;
-    Ok(WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd))
         .set_max_row_group_row_count(Some(layout.row_group_rows.max(1)))
         .set_data_page_row_count_limit(layout.page_rows.max(1))
         .set_write_batch_size(layout.page_rows.max(1))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_bloom_filter_enabled(ColumnPath::from("entity_id"), true)
-        .set_column_bloom_filter_enabled(ColumnPath::from("event_type"), true)
-        .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("payload"), false)
-        .build())
+        .set_column_bloom_filter_enabled(ColumnPath::from("event_type"), true);
+    for column in NO_DICTIONARY {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    Ok(properties.build())
 }
 
 /// The path of a new file holding `partition`'s offsets `range`, written for manifest
