@@ -97,7 +97,9 @@ fn benches(c: &mut Criterion) {
                 request = request.stream(
                     format!("stream-{s}"),
                     ExpectedVersion::Any,
-                    vec![EventData::new("order.placed", PAYLOAD).with_timestamp_micros(round as i64)],
+                    vec![
+                        EventData::new("order.placed", PAYLOAD).with_timestamp_micros(round as i64),
+                    ],
                 );
             }
         }

@@ -1,11 +1,17 @@
 //! The `allsource` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use allsource_engine::EventStore;
 use allsource_engine::wal::{self, SegmentStatus, VerifyReport};
-use allsource_engine::{Durability, EventStore, StoreConfig};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{Flags, ServeConfig};
+use crate::server::{self, AppState};
 
 /// AllSource: an event store and stream-processing engine.
 #[derive(Debug, Parser)]
@@ -25,17 +31,27 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
-/// Options of `allsource serve`.
+/// Options of `allsource serve`. Each flag wins over its environment variable,
+/// which wins over the configuration file (see `docs/configuration.md`).
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Directory holding the store; created if missing.
-    #[arg(long, env = "ALLSOURCE_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
+    /// TOML configuration file.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Directory holding the store; created if missing [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Arrow Flight listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub flight_addr: Option<SocketAddr>,
     /// When appends are acknowledged: always (after fsync), interval, never.
-    #[arg(long, env = "ALLSOURCE_WAL_FSYNC")]
+    #[arg(long)]
     pub durability: Option<String>,
     /// Partition count of a new store (an existing store keeps its own).
-    #[arg(long, env = "ALLSOURCE_PARTITIONS")]
+    #[arg(long)]
     pub partitions: Option<u16>,
 }
 
@@ -63,30 +79,49 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = StoreConfig::from_env(&args.data_dir)?;
-    config.data_dir = args.data_dir;
-    if let Some(durability) = args.durability {
-        config.durability = durability.parse::<Durability>()?;
-    }
-    if args.partitions.is_some() {
-        config.partitions = args.partitions;
-    }
+    let config = ServeConfig::load(&Flags {
+        config_file: args.config_file,
+        data_dir: args.data_dir,
+        http_addr: args.http_addr,
+        flight_addr: args.flight_addr,
+        durability: args.durability,
+        partitions: args.partitions,
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         // Handlers first: a signal that arrives once "serving" is logged must be caught.
         let shutdown = shutdown_signals()?;
-        let store = EventStore::open(config)?;
+        let store = EventStore::open(config.store.clone())?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("listening on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
         let stats = store.stats();
+        let state = AppState::new(store.clone(), config.max_body_bytes);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(server::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
         tracing::info!(
+            http = %http_addr,
+            data_dir = %config.store.data_dir.display(),
             partitions = stats.partitions,
             streams = stats.streams,
             events = stats.events,
             "serving; stop with SIGINT or SIGTERM"
         );
         shutdown.await?;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new requests; finishing those in flight");
+        let _ = stop.send(());
+        http.await??;
+        match store.flush().await {
+            Ok(report) => tracing::info!(events = report.events, "flushed the buffer to Parquet"),
+            Err(e) => {
+                tracing::warn!(error = %e, "flushing at shutdown failed; the WAL keeps every event")
+            }
+        }
         store.close()?;
         tracing::info!("store closed cleanly");
         Ok(ExitCode::SUCCESS)

@@ -2,4 +2,5 @@
 
 mod eventql;
 mod log;
+mod server;
 mod util;

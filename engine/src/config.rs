@@ -194,61 +194,55 @@ impl StoreConfig {
     /// Defaults overridden by the `ALLSOURCE_*` environment variables that are set.
     pub fn from_env(data_dir: impl Into<PathBuf>) -> Result<Self> {
         let mut config = Self::new(data_dir);
-        if let Some(dir) = env_var("ALLSOURCE_DATA_DIR") {
-            config.data_dir = dir.into();
-        }
-        if let Some(v) = env_var("ALLSOURCE_PARTITIONS") {
-            config.partitions = Some(parse_env("ALLSOURCE_PARTITIONS", &v)?);
-        }
-        if let Some(v) = env_var("ALLSOURCE_WAL_FSYNC") {
-            config.durability = v.parse()?;
-        }
-        set_from_env(
-            &mut config.wal_fsync_interval_ms,
-            "ALLSOURCE_WAL_FSYNC_INTERVAL_MS",
-        )?;
-        set_from_env(&mut config.wal_segment_bytes, "ALLSOURCE_WAL_SEGMENT_BYTES")?;
-        set_from_env(&mut config.max_payload_bytes, "ALLSOURCE_MAX_PAYLOAD_BYTES")?;
-        set_from_env(&mut config.max_request_bytes, "ALLSOURCE_MAX_REQUEST_BYTES")?;
-        set_from_env(&mut config.buffer_batch_rows, "ALLSOURCE_BUFFER_BATCH_ROWS")?;
-        set_from_env(
-            &mut config.subscription_chunk_events,
-            "ALLSOURCE_SUBSCRIPTION_CHUNK_EVENTS",
-        )?;
-        if let Some(url) = env_var("ALLSOURCE_STORAGE_URL") {
-            config.storage_url = Some(url);
-        }
-        config.s3.endpoint = env_var("ALLSOURCE_S3_ENDPOINT");
-        config.s3.region = env_var("ALLSOURCE_S3_REGION");
-        config.s3.access_key_id = env_var("ALLSOURCE_S3_ACCESS_KEY_ID");
-        config.s3.secret_access_key = env_var("ALLSOURCE_S3_SECRET_ACCESS_KEY");
-        if let Some(v) = env_var("ALLSOURCE_S3_ALLOW_HTTP") {
-            config.s3.allow_http = Some(parse_bool("ALLSOURCE_S3_ALLOW_HTTP", &v)?);
-        }
-        set_from_env(&mut config.flush_interval_ms, "ALLSOURCE_FLUSH_INTERVAL_MS")?;
-        set_from_env(&mut config.flush_min_events, "ALLSOURCE_FLUSH_MIN_EVENTS")?;
-        set_from_env(&mut config.parquet_page_rows, "ALLSOURCE_PARQUET_PAGE_ROWS")?;
-        set_from_env(
-            &mut config.parquet_row_group_rows,
-            "ALLSOURCE_PARQUET_ROW_GROUP_ROWS",
-        )?;
-        set_from_env(
-            &mut config.compaction_min_files,
-            "ALLSOURCE_COMPACTION_MIN_FILES",
-        )?;
-        set_from_env(
-            &mut config.compaction_target_bytes,
-            "ALLSOURCE_COMPACTION_TARGET_BYTES",
-        )?;
-        set_from_env(
-            &mut config.retired_file_grace_ms,
-            "ALLSOURCE_RETIRED_FILE_GRACE_MS",
-        )?;
-        set_from_env(
-            &mut config.snapshot_every_events,
-            "ALLSOURCE_SNAPSHOT_EVERY_EVENTS",
-        )?;
+        config.apply_env()?;
         Ok(config)
+    }
+
+    /// Apply every `ALLSOURCE_*` variable that is set (see [`SETTINGS`]).
+    pub fn apply_env(&mut self) -> Result<()> {
+        for (key, var) in SETTINGS {
+            if let Some(value) = env_var(var) {
+                self.set(key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the setting named `key` (a field name, `s3.*` for the S3 fields) from its
+    /// text form, as a configuration file or an environment variable gives it.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            "data_dir" => self.data_dir = value.into(),
+            "partitions" => self.partitions = Some(parse_env(key, value)?),
+            "durability" => self.durability = value.parse()?,
+            "wal_fsync_interval_ms" => self.wal_fsync_interval_ms = parse_env(key, value)?,
+            "wal_segment_bytes" => self.wal_segment_bytes = parse_env(key, value)?,
+            "max_payload_bytes" => self.max_payload_bytes = parse_env(key, value)?,
+            "max_request_bytes" => self.max_request_bytes = parse_env(key, value)?,
+            "buffer_batch_rows" => self.buffer_batch_rows = parse_env(key, value)?,
+            "subscription_chunk_events" => self.subscription_chunk_events = parse_env(key, value)?,
+            "storage_url" => self.storage_url = Some(value.to_string()),
+            "s3.endpoint" => self.s3.endpoint = Some(value.to_string()),
+            "s3.region" => self.s3.region = Some(value.to_string()),
+            "s3.access_key_id" => self.s3.access_key_id = Some(value.to_string()),
+            "s3.secret_access_key" => self.s3.secret_access_key = Some(value.to_string()),
+            "s3.allow_http" => self.s3.allow_http = Some(parse_bool(key, value)?),
+            "flush_interval_ms" => self.flush_interval_ms = parse_env(key, value)?,
+            "flush_min_events" => self.flush_min_events = parse_env(key, value)?,
+            "parquet_page_rows" => self.parquet_page_rows = parse_env(key, value)?,
+            "parquet_row_group_rows" => self.parquet_row_group_rows = parse_env(key, value)?,
+            "compaction_min_files" => self.compaction_min_files = parse_env(key, value)?,
+            "compaction_target_bytes" => self.compaction_target_bytes = parse_env(key, value)?,
+            "retired_file_grace_ms" => self.retired_file_grace_ms = parse_env(key, value)?,
+            "snapshot_every_events" => self.snapshot_every_events = parse_env(key, value)?,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown setting {key:?} (known: {})",
+                    SETTINGS.map(|(k, _)| k).join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Check the values for ranges that would make the store misbehave.
@@ -289,6 +283,40 @@ impl StoreConfig {
     }
 }
 
+/// Every store setting: its name (in configuration files and [`StoreConfig::set`])
+/// and its environment variable.
+pub const SETTINGS: [(&str, &str); 23] = [
+    ("data_dir", "ALLSOURCE_DATA_DIR"),
+    ("partitions", "ALLSOURCE_PARTITIONS"),
+    ("durability", "ALLSOURCE_WAL_FSYNC"),
+    ("wal_fsync_interval_ms", "ALLSOURCE_WAL_FSYNC_INTERVAL_MS"),
+    ("wal_segment_bytes", "ALLSOURCE_WAL_SEGMENT_BYTES"),
+    ("max_payload_bytes", "ALLSOURCE_MAX_PAYLOAD_BYTES"),
+    ("max_request_bytes", "ALLSOURCE_MAX_REQUEST_BYTES"),
+    ("buffer_batch_rows", "ALLSOURCE_BUFFER_BATCH_ROWS"),
+    (
+        "subscription_chunk_events",
+        "ALLSOURCE_SUBSCRIPTION_CHUNK_EVENTS",
+    ),
+    ("storage_url", "ALLSOURCE_STORAGE_URL"),
+    ("s3.endpoint", "ALLSOURCE_S3_ENDPOINT"),
+    ("s3.region", "ALLSOURCE_S3_REGION"),
+    ("s3.access_key_id", "ALLSOURCE_S3_ACCESS_KEY_ID"),
+    ("s3.secret_access_key", "ALLSOURCE_S3_SECRET_ACCESS_KEY"),
+    ("s3.allow_http", "ALLSOURCE_S3_ALLOW_HTTP"),
+    ("flush_interval_ms", "ALLSOURCE_FLUSH_INTERVAL_MS"),
+    ("flush_min_events", "ALLSOURCE_FLUSH_MIN_EVENTS"),
+    ("parquet_page_rows", "ALLSOURCE_PARQUET_PAGE_ROWS"),
+    ("parquet_row_group_rows", "ALLSOURCE_PARQUET_ROW_GROUP_ROWS"),
+    ("compaction_min_files", "ALLSOURCE_COMPACTION_MIN_FILES"),
+    (
+        "compaction_target_bytes",
+        "ALLSOURCE_COMPACTION_TARGET_BYTES",
+    ),
+    ("retired_file_grace_ms", "ALLSOURCE_RETIRED_FILE_GRACE_MS"),
+    ("snapshot_every_events", "ALLSOURCE_SNAPSHOT_EVERY_EVENTS"),
+];
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -296,7 +324,7 @@ fn env_var(name: &str) -> Option<String> {
 fn parse_env<T: FromStr>(name: &str, value: &str) -> Result<T> {
     value
         .parse()
-        .map_err(|_| Error::Config(format!("{name}={value:?} is not a valid number")))
+        .map_err(|_| Error::Config(format!("{name} = {value:?} is not a valid number")))
 }
 
 fn parse_bool(name: &str, value: &str) -> Result<bool> {
@@ -307,11 +335,4 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
             "{name}={value:?} is not true or false"
         ))),
     }
-}
-
-fn set_from_env<T: FromStr>(field: &mut T, name: &str) -> Result<()> {
-    if let Some(v) = env_var(name) {
-        *field = parse_env(name, &v)?;
-    }
-    Ok(())
 }

@@ -46,7 +46,7 @@ pub mod wal;
 
 pub use buffer::{event_at, event_schema, events_to_batch};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Durability, S3Settings, StoreConfig};
+pub use config::{Durability, S3Settings, SETTINGS, StoreConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{
     AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, MAX_NAME_BYTES,

@@ -525,6 +525,26 @@ impl EventStore {
         .await
     }
 
+    /// The entity's newest stored snapshot, if it has one.
+    pub async fn latest_snapshot(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+    ) -> Result<Option<EntityState>> {
+        let (tenant, entity_id) = (tenant.to_string(), entity_id.to_string());
+        self.on_tier(move |store| async move {
+            let storage = store.table_storage();
+            let versions = snapshot::versions(&storage, &tenant, &entity_id).await?;
+            match versions.last() {
+                Some(v) => Ok(Some(
+                    snapshot::load(&storage, &tenant, &entity_id, *v).await?,
+                )),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     /// Run `work` (given a handle to this store) on the tiering runtime, where every
     /// object store call belongs, and await it.
     async fn on_tier<T, F, Fut>(&self, work: F) -> Result<T>

@@ -44,6 +44,7 @@
 pub mod as_of;
 pub mod entity_state;
 mod error;
+mod find;
 pub mod guard;
 pub mod json_numbers;
 
@@ -61,8 +62,10 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ScalarUDF, col};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use futures::StreamExt;
 
 pub use error::QueryError;
+pub use find::EventFilter;
 
 /// Where a query's session finds the store's Parquet files.
 const STORAGE_URL: &str = "allsource://tables/";
@@ -135,6 +138,11 @@ impl EventQl {
     /// Run `sql` for `tenant` and collect the result.
     pub async fn query(&self, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         let frame = self.plan(tenant, sql).await?;
+        self.collect(frame).await
+    }
+
+    /// Run a planned query on the query runtime under the limits and collect it.
+    async fn collect(&self, frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
         let limit = self.limits.memory_bytes;
         let runtime = self
             .runtime
@@ -150,6 +158,45 @@ impl EventQl {
                 Err(QueryError::Timeout(self.limits.timeout))
             }
         }
+    }
+
+    /// Run `sql` for `tenant`, handing out the result batch by batch as it is
+    /// computed (a few batches ahead of the reader at most). The time limit covers
+    /// the whole run; dropping the stream cancels the query.
+    pub async fn query_stream(&self, tenant: &str, sql: &str) -> Result<QueryStream, QueryError> {
+        let frame = self.plan(tenant, sql).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let limit = self.limits.memory_bytes;
+        let timeout = self.limits.timeout;
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .ok_or_else(|| QueryError::Plan("the query runtime has stopped".into()))?;
+        let (sender, batches) = tokio::sync::mpsc::channel(QueryStream::AHEAD_BATCHES);
+        runtime.spawn(async move {
+            let run = async {
+                let mut stream = frame
+                    .execute_stream()
+                    .await
+                    .map_err(|e| QueryError::from_datafusion(e, limit))?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| QueryError::from_datafusion(e, limit))?;
+                    if sender.send(Ok(batch)).await.is_err() {
+                        // The reader went away: stop computing.
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            let failure = match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => QueryError::Timeout(timeout),
+            };
+            let _ = sender.send(Err(failure)).await;
+        });
+        Ok(QueryStream { schema, batches })
     }
 
     /// Check and plan `sql` for `tenant`, without running it. JSON values come out
@@ -330,4 +377,27 @@ fn text_for_json(frame: DataFrame) -> datafusion::error::Result<DataFrame> {
         })
         .collect::<Vec<_>>();
     frame.select(columns)
+}
+
+/// The result of [`EventQl::query_stream`]: its schema, then its batches as they are
+/// computed. An error ends the stream.
+#[derive(Debug)]
+pub struct QueryStream {
+    schema: arrow::datatypes::SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch, QueryError>>,
+}
+
+impl QueryStream {
+    /// Batches computed ahead of the reader.
+    const AHEAD_BATCHES: usize = 4;
+
+    /// The result's schema.
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    /// The next batch; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        self.batches.recv().await
+    }
 }

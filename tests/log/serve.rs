@@ -10,7 +10,7 @@ use crate::util::{append, event, open};
 
 fn serve_until(signal: &str, dir: &std::path::Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
-        .args(["serve", "--data-dir"])
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

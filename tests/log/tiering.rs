@@ -734,7 +734,12 @@ async fn clustered_files_read_back_the_same_through_every_path() {
 
     store.flush().await.unwrap_or_else(|e| panic!("{e}"));
     let manifest = store.manifest();
-    assert!(manifest.files.iter().all(|f| f.order == RowOrder::Clustered));
+    assert!(
+        manifest
+            .files
+            .iter()
+            .all(|f| f.order == RowOrder::Clustered)
+    );
     assert_eq!(streams_of(&store, &tenants, 23).await, streams);
     assert_eq!(partitions_in_steps(&store, 2).await, steps);
     let report = store.compact().await.unwrap_or_else(|e| panic!("{e}"));

@@ -351,9 +351,8 @@ impl FileReader {
                 columns.iter().copied(),
             ));
         }
-        let sorting = |e: arrow::error::ArrowError| {
-            Error::storage(format!("reading {}", file.path), e)
-        };
+        let sorting =
+            |e: arrow::error::ArrowError| Error::storage(format!("reading {}", file.path), e);
         let schema = match columns {
             Some(columns) => Arc::new(builder.schema().project(columns).map_err(sorting)?),
             None => Arc::clone(builder.schema()),
@@ -391,10 +390,7 @@ impl FileReader {
                 }
             }
         }
-        let wanted: Vec<u64> = rows
-            .iter()
-            .map(|r| file.first_offset + *r as u64)
-            .collect();
+        let wanted: Vec<u64> = rows.iter().map(|r| file.first_offset + *r as u64).collect();
         let batches = self.read_ranges(file, ranges).await?;
         batches
             .iter()
@@ -499,7 +495,8 @@ fn pages_holding(metadata: &ParquetMetaData, group: usize, key: &[u8]) -> Vec<Ra
         .and_then(|columns| columns.get(columns::ENTITY_ID));
     let (Some(locations), Some(ColumnIndexMetaData::BYTE_ARRAY(bounds))) = (locations, bounds)
     else {
-        return Vec::from([0..group_rows]);
+        let whole: Range<usize> = 0..group_rows;
+        return vec![whole];
     };
     let mut pages: Vec<Range<usize>> = Vec::new();
     for (page, location) in locations.iter().enumerate() {

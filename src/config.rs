@@ -1,0 +1,174 @@
+//! The settings of `allsource serve`, layered: defaults, then the TOML file given
+//! with `--config`, then `ALLSOURCE_*` environment variables, then flags.
+//!
+//! The file is flat: the server's keys (`http_addr`, `flight_addr`,
+//! `max_body_bytes`) and the store's (every name in
+//! [`allsource_engine::SETTINGS`]); S3 settings go in an `[s3]` table.
+//!
+//! ```toml
+//! data_dir = "/var/lib/allsource"
+//! http_addr = "0.0.0.0:8080"
+//! durability = "always"
+//! [s3]
+//! endpoint = "http://127.0.0.1:9000"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use allsource_engine::StoreConfig;
+use anyhow::{Context, bail};
+
+/// Everything `allsource serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The store.
+    pub store: StoreConfig,
+    /// HTTP listen address (port 0: any free port, logged at start).
+    pub http_addr: SocketAddr,
+    /// Arrow Flight listen address.
+    pub flight_addr: SocketAddr,
+    /// Largest HTTP request body, in bytes (default: the store's `max_request_bytes`
+    /// plus room for JSON framing).
+    pub max_body_bytes: usize,
+}
+
+/// Server settings: (name in the file, environment variable).
+const SERVER_SETTINGS: [(&str, &str); 3] = [
+    ("http_addr", "ALLSOURCE_HTTP_ADDR"),
+    ("flight_addr", "ALLSOURCE_FLIGHT_ADDR"),
+    ("max_body_bytes", "ALLSOURCE_MAX_BODY_BYTES"),
+];
+
+/// Values given on the command line (each wins over everything else).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
+    /// `--flight-addr`.
+    pub flight_addr: Option<SocketAddr>,
+    /// `--durability`.
+    pub durability: Option<String>,
+    /// `--partitions`.
+    pub partitions: Option<u16>,
+}
+
+impl ServeConfig {
+    /// The defaults: `./data`, HTTP on 127.0.0.1:8080, Flight on 127.0.0.1:50051.
+    pub fn defaults() -> Self {
+        let store = StoreConfig::new("./data");
+        Self {
+            max_body_bytes: default_body_bytes(&store),
+            store,
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+
+    /// Defaults, then the file, then the environment, then `flags`.
+    pub fn load(flags: &Flags) -> anyhow::Result<Self> {
+        let mut config = Self::defaults();
+        let mut body_set = false;
+        if let Some(path) = &flags.config_file {
+            body_set |= config.apply_file(path)?;
+        }
+        config.store.apply_env()?;
+        for (key, var) in SERVER_SETTINGS {
+            if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                body_set |= config
+                    .set(key, &value)
+                    .with_context(|| format!("environment variable {var}"))?;
+            }
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.store.data_dir = dir.clone();
+        }
+        if let Some(addr) = flags.http_addr {
+            config.http_addr = addr;
+        }
+        if let Some(addr) = flags.flight_addr {
+            config.flight_addr = addr;
+        }
+        if let Some(durability) = &flags.durability {
+            config.store.durability = durability.parse()?;
+        }
+        if flags.partitions.is_some() {
+            config.store.partitions = flags.partitions;
+        }
+        if !body_set {
+            config.max_body_bytes = default_body_bytes(&config.store);
+        }
+        config.store.validate()?;
+        Ok(config)
+    }
+
+    /// Apply the TOML file at `path`; true when it sets `max_body_bytes`.
+    fn apply_file(&mut self, path: &Path) -> anyhow::Result<bool> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the configuration file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("parsing the configuration file {}", path.display()))?;
+        let mut body_set = false;
+        for (key, value) in &table {
+            match value {
+                toml::Value::Table(inner) if key == "s3" => {
+                    for (inner_key, value) in inner {
+                        self.store
+                            .set(&format!("s3.{inner_key}"), &text_of(value))
+                            .with_context(|| format!("{}: [s3] {inner_key}", path.display()))?;
+                    }
+                }
+                _ => {
+                    body_set |= self
+                        .set(key, &text_of(value))
+                        .with_context(|| format!("{}: {key}", path.display()))?;
+                }
+            }
+        }
+        Ok(body_set)
+    }
+
+    /// Set a server or store setting by name; true when it was `max_body_bytes`.
+    fn set(&mut self, key: &str, value: &str) -> anyhow::Result<bool> {
+        let addr = |v: &str| -> anyhow::Result<SocketAddr> {
+            v.parse()
+                .with_context(|| format!("{key} = {v:?} is not an address such as 127.0.0.1:8080"))
+        };
+        match key {
+            "http_addr" => self.http_addr = addr(value)?,
+            "flight_addr" => self.flight_addr = addr(value)?,
+            "max_body_bytes" => {
+                self.max_body_bytes = value
+                    .parse()
+                    .with_context(|| format!("max_body_bytes = {value:?} is not a number"))?;
+                if self.max_body_bytes == 0 {
+                    bail!("max_body_bytes must be at least 1");
+                }
+                return Ok(true);
+            }
+            _ => self.store.set(key, value)?,
+        }
+        Ok(false)
+    }
+}
+
+/// A request carrying `max_request_bytes` of events, plus JSON framing.
+fn default_body_bytes(store: &StoreConfig) -> usize {
+    store
+        .max_request_bytes
+        .saturating_mul(2)
+        .saturating_add(64 << 10)
+}
+
+/// A TOML value as the text form settings parse.
+fn text_of(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

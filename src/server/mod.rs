@@ -1,0 +1,113 @@
+//! The HTTP server: REST under `/api/v1` (the paths of the product's seed API) and
+//! `/health`.
+//!
+//! Handlers are thin: parse the request, call the store or EventQL, render JSON.
+//! Every failure leaves through [`ApiError`], which owns the mapping from engine and
+//! query errors to statuses. Until authentication exists every request acts for the
+//! tenant `default`.
+
+mod admin;
+mod entities;
+mod error;
+mod events;
+mod query;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use allsource_engine::EventStore;
+use allsource_sql::EventQl;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// The tenant every request acts for until authentication exists.
+pub const TENANT: &str = "default";
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    store: EventStore,
+    eventql: EventQl,
+    started: Arc<Instant>,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Serve `store`; request bodies up to `max_body_bytes`.
+    pub fn new(store: EventStore, max_body_bytes: usize) -> Self {
+        Self {
+            eventql: EventQl::new(store.clone()),
+            store,
+            started: Arc::new(Instant::now()),
+            max_body_bytes,
+        }
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body_bytes;
+    let api = Router::new()
+        .route("/events", post(events::append))
+        .route("/events/query", get(events::query))
+        .route("/entities/{entity_id}/state", get(entities::state))
+        .route(
+            "/entities/{entity_id}/snapshot",
+            get(entities::latest_snapshot),
+        )
+        .route(
+            "/snapshots",
+            post(entities::create_snapshot).get(entities::list_snapshots),
+        )
+        .route(
+            "/snapshots/{entity_id}/latest",
+            get(entities::latest_snapshot),
+        )
+        .route("/stats", get(admin::stats))
+        .route("/compaction/trigger", post(admin::compact))
+        .route("/compaction/stats", get(admin::compaction_stats))
+        .route("/query", post(query::run));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/health", get(admin::health))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serve HTTP on `listener` until `shutdown` resolves, then finish the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Parse a JSON body, with the line and column of a syntax error.
+fn body_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))
+}
+
+/// An RFC 3339 time (`2024-01-15T10:00:00Z`) in microseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2024-01-15T10:00:00Z ({e})"))
+}
+
+/// Microseconds since the Unix epoch as RFC 3339 UTC with microseconds.
+fn render_time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| micros.to_string())
+}

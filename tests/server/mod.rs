@@ -1,0 +1,91 @@
+//! The HTTP server driven over real sockets: the `allsource` binary on a free port,
+//! a real HTTP client.
+
+mod api;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `allsource serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Start the binary on `dir` with a free HTTP port, extra flags and environment
+    /// variables; returns once it logs that it is serving.
+    pub fn start(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_allsource"));
+        command
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("{e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut base = None;
+        while base.is_none() && Instant::now() < deadline {
+            let Some(Ok(line)) = lines.next() else { break };
+            if line.contains("serving") {
+                base = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                    .map(|addr| format!("http://{addr}"));
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        let Some(base) = base else {
+            let _ = child.kill();
+            panic!("the server did not start:\n{log}");
+        };
+        let log = Arc::new(Mutex::new(log));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Server { child, base, log }
+    }
+
+    /// The URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Send `signal` (`-TERM`, `-INT`) and wait for the exit; returns its status and log.
+    pub fn stop(mut self, signal: &str) -> (ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()));
+        let status = self.child.wait().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        (status, log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
