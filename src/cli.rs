@@ -9,6 +9,7 @@ use allsource_engine::wal::{self, SegmentStatus, VerifyReport};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{Flags, ServeConfig};
 use crate::server::{self, AppState};
@@ -17,9 +18,48 @@ use crate::server::{self, AppState};
 #[derive(Debug, Parser)]
 #[command(name = "allsource", version, about)]
 pub struct Cli {
+    /// How log lines are written to stderr: text for people, json for collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ALLSOURCE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line, with the request id and other fields as keys.
+    Json,
+}
+
+impl Cli {
+    /// Send log lines to stderr in the chosen format, filtered by `RUST_LOG`
+    /// (default `info`).
+    pub fn init_logs(&self) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init(),
+            LogFormat::Json => builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .init(),
+        }
+    }
 }
 
 /// The subcommands.

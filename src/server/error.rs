@@ -97,6 +97,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::warn!(code = self.code, message = %self.message, "request refused");
         }
         let body = json!({"error": {
             "code": self.code,

@@ -2,6 +2,8 @@
 //! `GET /api/v1/events/query` (by entity, type and time, with time travel and a
 //! cursor).
 
+use std::time::Instant;
+
 use allsource_engine::{AppendRequest, EventAck, EventData, ExpectedVersion, RecordedEvent};
 use axum::Json;
 use axum::body::Bytes;
@@ -12,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::observe;
 use super::{AppState, TENANT, body_json, parse_time, render_time};
 
 /// One event as clients send it.
@@ -29,6 +32,14 @@ pub(crate) struct EventIn {
     event_id: Option<String>,
     #[serde(default)]
     expected_version: Option<Value>,
+}
+
+impl EventIn {
+    /// The JSON bytes the event carries (payload and metadata).
+    fn bytes(&self) -> u64 {
+        let metadata = self.metadata.as_ref().map_or(0, |m| m.get().len());
+        (self.payload.get().len() + metadata) as u64
+    }
 }
 
 /// A batch: `{"events": [...]}`.
@@ -55,12 +66,26 @@ pub(crate) async fn append(
             serde_json::from_slice::<EventIn>(&body).map_err(|e| ApiError::malformed_json(&e))?
         ])
     };
+    let sizes: Vec<u64> = events.iter().map(EventIn::bytes).collect();
     let request = to_request(events)?;
+    let started = Instant::now();
     let result = state.store.append(request).await?;
     let acks: Vec<Value> = result.events.iter().map(ack_json).collect();
     let status = if result.deduplicated {
         StatusCode::OK
     } else {
+        let mut by_partition: Vec<(u16, u64)> = Vec::new();
+        for (ack, bytes) in result.events.iter().zip(sizes) {
+            match by_partition.iter_mut().find(|(p, _)| *p == ack.partition) {
+                Some((_, total)) => *total += bytes,
+                None => by_partition.push((ack.partition, bytes)),
+            }
+        }
+        observe::appended(
+            result.events.len(),
+            &by_partition,
+            started.elapsed().as_secs_f64(),
+        );
         StatusCode::CREATED
     };
     if is_batch {

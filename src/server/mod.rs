@@ -1,5 +1,5 @@
 //! The HTTP server: REST under `/api/v1` (the paths of the product's seed API) and
-//! `/health`.
+//! `/health` and `/metrics`; a WebSocket of live events.
 //!
 //! Handlers are thin: parse the request, call the store or EventQL, render JSON.
 //! Every failure leaves through [`ApiError`], which owns the mapping from engine and
@@ -10,7 +10,9 @@ mod admin;
 mod entities;
 mod error;
 mod events;
+mod observe;
 mod query;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,9 +22,11 @@ use allsource_engine::EventStore;
 use allsource_sql::EventQl;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use error::ApiError;
 
@@ -36,6 +40,9 @@ pub struct AppState {
     eventql: EventQl,
     started: Arc<Instant>,
     max_body_bytes: usize,
+    /// Turns true when the server starts shutting down; long-lived connections
+    /// (event streams) close on it.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -46,6 +53,7 @@ impl AppState {
             store,
             started: Arc::new(Instant::now()),
             max_body_bytes,
+            closing: Arc::new(watch::Sender::new(false)),
         }
     }
 }
@@ -56,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", post(events::append))
         .route("/events/query", get(events::query))
+        .route("/events/stream", get(stream::stream))
         .route("/entities/{entity_id}/state", get(entities::state))
         .route(
             "/entities/{entity_id}/snapshot",
@@ -76,20 +85,27 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(admin::health))
+        .route("/metrics", get(observe::metrics))
+        .route_layer(middleware::from_fn(observe::track))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
 /// Serve HTTP on `listener` until `shutdown` resolves, then finish the requests in
-/// flight.
+/// flight and close the event streams.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    observe::install();
+    let closing = Arc::clone(&state.closing);
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.send_replace(true);
+        })
         .await
 }
 

@@ -5,7 +5,9 @@
 //! Errors found before the first batch (syntax, planning, the first batch failing)
 //! get a proper error status; a failure later can only cut the body short.
 
-use allsource_sql::QueryError;
+use std::time::Instant;
+
+use allsource_sql::{QueryError, QueryStream};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use axum::body::{Body, Bytes};
@@ -16,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::observe;
 use super::{AppState, TENANT, body_json};
 
 /// The body of `POST /query`.
@@ -68,9 +71,10 @@ pub(crate) async fn run(
     let body = body.map_err(|_| ApiError::body_too_large(app.max_body_bytes))?;
     let request: QueryIn = body_json(&body)?;
     let format = Format::from_accept(&headers);
-    let mut stream = app.eventql.query_stream(TENANT, &request.sql).await?;
-    // The first batch decides the status: most failures happen before it.
-    let first = stream.next().await.transpose()?;
+    let started = Instant::now();
+    let first = first_batch(&app, &request.sql).await;
+    observe::queried(started.elapsed().as_secs_f64(), first.is_ok());
+    let (stream, first) = first?;
     let mut writer = ResultWriter::new(format, stream.schema())?;
     let head = writer.start(first.as_ref())?;
     let chunks = futures::stream::unfold(
@@ -105,6 +109,17 @@ pub(crate) async fn run(
         HeaderValue::from_static(format.content_type()),
     );
     Ok(response)
+}
+
+/// Plan the query and run it to its first batch: the first batch decides the
+/// status, since most failures happen before it.
+async fn first_batch(
+    app: &AppState,
+    sql: &str,
+) -> Result<(QueryStream, Option<RecordBatch>), ApiError> {
+    let mut stream = app.eventql.query_stream(TENANT, sql).await?;
+    let first = stream.next().await.transpose()?;
+    Ok((stream, first))
 }
 
 impl From<std::io::Error> for ApiError {

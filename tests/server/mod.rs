@@ -2,6 +2,8 @@
 //! a real HTTP client.
 
 mod api;
+mod observe;
+mod stream;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -40,10 +42,7 @@ impl Server {
         while base.is_none() && Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
             if line.contains("serving") {
-                base = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("http="))
-                    .map(|addr| format!("http://{addr}"));
+                base = serving_address(&line).map(|addr| format!("http://{addr}"));
             }
             log.push_str(&line);
             log.push('\n');
@@ -65,6 +64,16 @@ impl Server {
         Server { child, base, log }
     }
 
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The WebSocket URL of `path`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws{}{path}", self.base.trim_start_matches("http"))
+    }
+
     /// The URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -81,6 +90,16 @@ impl Server {
         let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         (status, log)
     }
+}
+
+/// The HTTP address in the "serving" line, logged as text (`http=ADDR`) or JSON.
+fn serving_address(line: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["fields"]["http"].as_str().map(str::to_string);
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .map(str::to_string)
 }
 
 impl Drop for Server {
