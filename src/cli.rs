@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Flags, ServeConfig};
+use crate::remote::Remote;
 use crate::server::{self, AppState};
+use crate::transfer::{self, FileFormat};
 
 /// AllSource: an event store and stream-processing engine.
 #[derive(Debug, Parser)]
@@ -69,6 +71,67 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check every WAL segment and print a report; exits non-zero on corruption.
     Verify(VerifyArgs),
+    /// Run an EventQL query on a running server and print the result as a table.
+    Query(QueryArgs),
+    /// Append the events of a JSONL, CSV or Parquet file through a running server.
+    Import(ImportArgs),
+    /// Write a query's result to a Parquet, JSONL or CSV file.
+    Export(ExportArgs),
+}
+
+/// Where the server is, for the commands that work through it.
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// Base URL of a running `allsource serve`.
+    #[arg(
+        long,
+        env = "ALLSOURCE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+}
+
+/// Options of `allsource query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The EventQL statement, e.g. "SELECT event_type, count(*) FROM events GROUP BY 1".
+    pub sql: String,
+    /// The server to work through.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// Options of `allsource import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The file: .jsonl, .csv or .parquet.
+    pub file: PathBuf,
+    /// The file's format [default: from its extension].
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// Events per request; each request is atomic.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// The server to work through.
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// Options of `allsource export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The EventQL statement whose result is written.
+    #[arg(long)]
+    pub sql: String,
+    /// The output format [default: from the output file's extension].
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// The output file; replaced only once the whole result is written.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The server to work through.
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 /// Options of `allsource serve`. Each flag wins over its environment variable,
@@ -108,6 +171,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Verify(args) => verify(&args),
+        Command::Query(args) => query(&args),
+        Command::Import(args) => import(&args),
+        Command::Export(args) => export(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -180,6 +246,48 @@ fn shutdown_signals() -> anyhow::Result<impl std::future::Future<Output = anyhow
         }
         Ok(())
     })
+}
+
+fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    let remote = Remote::new(&args.server.server)?;
+    let batches = remote
+        .query(&args.sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the result from the server")?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+    println!("({rows} row{})", if rows == 1 { "" } else { "s" });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let remote = Remote::new(&args.server.server)?;
+    let format = match args.format {
+        Some(format) => format,
+        None => FileFormat::of_path(&args.file)?,
+    };
+    let started = std::time::Instant::now();
+    let report = transfer::import(&remote, &args.file, format, args.batch_size)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "imported {} events in {} batches from {} in {seconds:.2} s ({:.0} events/s)",
+        report.events,
+        report.batches,
+        args.file.display(),
+        report.events as f64 / seconds.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let remote = Remote::new(&args.server.server)?;
+    let format = match args.format {
+        Some(format) => format,
+        None => FileFormat::of_path(&args.output)?,
+    };
+    let rows = transfer::export(&remote, &args.sql, format, &args.output)?;
+    println!("wrote {rows} rows to {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -2,6 +2,7 @@
 //! a real HTTP client.
 
 mod api;
+mod cli;
 mod observe;
 mod stream;
 
