@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod observe;
+mod seed;
 mod stream;
 
 use std::io::{BufRead, BufReader};
@@ -24,9 +25,23 @@ impl Server {
     /// Start the binary on `dir` with a free HTTP port, extra flags and environment
     /// variables; returns once it logs that it is serving.
     pub fn start(dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_on(dir, Some("127.0.0.1:0"), flags, env)
+    }
+
+    /// [`Server::start`] on `http_addr`, or on the default address when `None`.
+    pub fn start_on(
+        dir: &Path,
+        http_addr: Option<&str>,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_allsource"));
+        command.arg("serve");
+        if let Some(addr) = http_addr {
+            command.args(["--http-addr", addr]);
+        }
         command
-            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(dir)
             .args(flags)
             .env("RUST_LOG", "info")
