@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod observe;
 mod seed;
+mod shutdown;
 mod stream;
 
 use std::io::{BufRead, BufReader};

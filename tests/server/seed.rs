@@ -24,5 +24,8 @@ fn seed_curl_examples_run_verbatim() {
         "{script} failed:\n{stderr}\nserver log:\n{}",
         server.log()
     );
-    assert!(stderr.contains("all seed REST examples answered as expected"), "{stderr}");
+    assert!(
+        stderr.contains("all seed REST examples answered as expected"),
+        "{stderr}"
+    );
 }
