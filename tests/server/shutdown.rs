@@ -26,7 +26,7 @@ async fn append_until_refused(
     while !stop.load(Ordering::Relaxed) {
         round += 1;
         let entity = format!("c{client_id}-{}", round % 7);
-        let body = if round % 2 == 0 {
+        let body = if round.is_multiple_of(2) {
             json!({"event_type": "load", "entity_id": entity, "payload": {"round": round}})
         } else {
             let events: Vec<Value> = (0..10)
