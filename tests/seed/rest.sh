@@ -70,6 +70,8 @@ echo "$out" | check 'assert d["version"] == 2 and d["state"]["name"] == "Alice",
 
 step "health and metrics"
 curl -sS http://localhost:8080/health | check 'assert d["status"] == "ok" and d["store"]["events"] == 2, d'
-curl -sS http://localhost:8080/metrics | grep -q '^allsource_appended_events_total 2$'
+metrics=$(curl -sS http://localhost:8080/metrics)
+grep -qx 'allsource_appended_events_total 2' <<<"$metrics" \
+  || { echo "metrics: expected allsource_appended_events_total 2 in:" >&2; echo "$metrics" >&2; exit 1; }
 
 echo "all seed REST examples answered as expected" >&2

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use super::Server;
 
 const CLIENTS: usize = 16;
+/// Acknowledged events before SIGTERM is sent.
+const LOAD_BEFORE_SIGNAL: usize = 300;
 
 /// Append until the server stops answering; returns the (entity, version) pairs
 /// acknowledged with a 2xx.
@@ -19,6 +21,7 @@ async fn append_until_refused(
     base: String,
     client_id: usize,
     stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
 ) -> Vec<(String, u64)> {
     let client = reqwest::Client::new();
     let mut acknowledged = Vec::new();
@@ -57,6 +60,7 @@ async fn append_until_refused(
                 (ack["entity_id"].as_str(), ack["version"].as_u64())
             {
                 acknowledged.push((entity.to_string(), version));
+                acked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -68,16 +72,24 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let server = Server::start(dir.path(), &["--durability", "always"], &[]);
     let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             tokio::spawn(append_until_refused(
                 server.base.clone(),
                 id,
                 Arc::clone(&stop),
+                Arc::clone(&acked),
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Signal once the load is well under way, however slow the machine is.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < LOAD_BEFORE_SIGNAL
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, log) = tokio::task::spawn_blocking(move || server.stop("-TERM"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -89,7 +101,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     assert!(status.success(), "{log}");
     assert!(log.contains("store closed cleanly"), "{log}");
     assert!(
-        acknowledged.len() > 100,
+        acknowledged.len() >= LOAD_BEFORE_SIGNAL,
         "too little load: {} events",
         acknowledged.len()
     );
