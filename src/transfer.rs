@@ -366,18 +366,15 @@ pub fn export(
         Ok(rows)
     })();
     progress.finish_and_clear();
-    match written {
-        Ok(rows) => {
-            std::fs::rename(&partial, output).with_context(|| {
-                format!("renaming {} to {}", partial.display(), output.display())
-            })?;
-            Ok(rows)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
+    let finished = written.and_then(|rows| {
+        std::fs::rename(&partial, output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+        Ok(rows)
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
+    finished
 }
 
 fn partial_path(output: &Path) -> PathBuf {
