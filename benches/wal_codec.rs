@@ -25,7 +25,7 @@ const PAYLOAD: &str = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","ti
 fn recorded(n: u64) -> RecordedEvent {
     RecordedEvent {
         tenant: "bench".into(),
-        entity_id: format!("entity-{n}"),
+        entity_id: format!("entity-{n}").into(),
         event_type: "order.placed".into(),
         version: 1,
         partition: 3,

@@ -22,7 +22,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, UInt16Type,
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
-use crate::event::{EventRow, RecordedEvent};
+use crate::event::{EventRow, JsonText, RecordedEvent};
+use crate::event_id::EventId;
 
 /// How many trailing batches of one size class are merged into one.
 const MERGE_FANIN: usize = 16;
@@ -78,7 +79,7 @@ pub fn event_schema() -> SchemaRef {
 pub fn events_to_batch(schema: &SchemaRef, events: &[&RecordedEvent]) -> Result<RecordBatch> {
     let mut builder = BatchBuilder::with_capacity(events.len());
     for event in events {
-        builder.push(&event.row());
+        event.with_row(|row| builder.push(row));
     }
     builder.finish(schema).map(|sealed| sealed.batch)
 }
@@ -183,7 +184,48 @@ impl BatchBuilder {
 
 /// Decode row `row` of an event batch.
 pub fn event_at(batch: &RecordBatch, row: usize) -> RecordedEvent {
-    EventColumns::new(batch).event(row)
+    EventColumns::new(batch).event(row, &mut SharedText::default())
+}
+
+/// The most event types one read keeps shared copies of.
+const SHARED_EVENT_TYPES: usize = 16;
+
+/// Text shared by the events of one read: a tenant, stream or event type met again is
+/// a reference count, not an allocation.
+#[derive(Debug, Default)]
+pub(crate) struct SharedText {
+    tenant: Option<Arc<str>>,
+    entity_id: Option<Arc<str>>,
+    event_types: Vec<Arc<str>>,
+}
+
+impl SharedText {
+    fn tenant(&mut self, text: &str) -> Arc<str> {
+        share_last(&mut self.tenant, text)
+    }
+
+    fn entity_id(&mut self, text: &str) -> Arc<str> {
+        share_last(&mut self.entity_id, text)
+    }
+
+    fn event_type(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.event_types.iter().find(|t| ***t == *text) {
+            return Arc::clone(known);
+        }
+        let fresh: Arc<str> = Arc::from(text);
+        if self.event_types.len() < SHARED_EVENT_TYPES {
+            self.event_types.push(Arc::clone(&fresh));
+        }
+        fresh
+    }
+}
+
+/// `text`, sharing the previous value when it is the same.
+fn share_last(last: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    match last {
+        Some(known) if **known == *text => Arc::clone(known),
+        _ => Arc::clone(last.insert(Arc::from(text))),
+    }
 }
 
 /// An event batch's columns, downcast once, for decoding many rows.
@@ -198,7 +240,8 @@ pub(crate) struct EventColumns<'a> {
     event_id: &'a arrow::array::StringArray,
     timestamp: &'a TimestampMicrosecondArray,
     ingested_at: &'a TimestampMicrosecondArray,
-    payload: &'a arrow::array::StringArray,
+    /// Shared by the events decoded from it (see [`JsonText`]).
+    payload: Arc<arrow::array::StringArray>,
     metadata: &'a arrow::array::StringArray,
 }
 
@@ -224,25 +267,25 @@ impl<'a> EventColumns<'a> {
             event_id: text(columns::EVENT_ID),
             timestamp: micros(columns::TIMESTAMP),
             ingested_at: micros(columns::INGESTED_AT),
-            payload: text(columns::PAYLOAD),
+            payload: Arc::new(text(columns::PAYLOAD).clone()),
             metadata: text(columns::METADATA),
         }
     }
 
-    /// Row `row` as an owned event.
-    pub fn event(&self, row: usize) -> RecordedEvent {
+    /// Row `row` as an owned event, its repeated text taken from `shared`.
+    pub fn event(&self, row: usize, shared: &mut SharedText) -> RecordedEvent {
         RecordedEvent {
-            tenant: self.tenant.value(row).to_string(),
-            entity_id: self.entity_id.value(row).to_string(),
-            event_type: self.event_type.value(row).to_string(),
+            tenant: shared.tenant(self.tenant.value(row)),
+            entity_id: shared.entity_id(self.entity_id.value(row)),
+            event_type: shared.event_type(self.event_type.value(row)),
             version: self.version.value(row),
             partition: self.partition.value(row),
             offset: self.offset.value(row),
             position: self.position.value(row),
-            event_id: self.event_id.value(row).to_string(),
+            event_id: EventId::from(self.event_id.value(row)),
             timestamp_micros: self.timestamp.value(row),
             ingested_at_micros: self.ingested_at.value(row),
-            payload: self.payload.value(row).to_string(),
+            payload: JsonText::new(Arc::clone(&self.payload), row),
             metadata: self
                 .metadata
                 .is_valid(row)
@@ -476,6 +519,7 @@ impl LogBuffer {
         let mut out = Vec::with_capacity(offsets.len());
         let mut at = 0;
         let mut columns: Option<(usize, EventColumns<'_>)> = None;
+        let mut shared = SharedText::default();
         for offset in offsets {
             at += batches[at..]
                 .partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= *offset);
@@ -486,7 +530,7 @@ impl LogBuffer {
                 columns = Some((at, EventColumns::new(&sealed.batch)));
             }
             if let Some((_, decoded)) = &columns {
-                out.push(decoded.event((offset - sealed.first_offset) as usize));
+                out.push(decoded.event((offset - sealed.first_offset) as usize, &mut shared));
             }
         }
         Ok(Some(out))
@@ -580,13 +624,13 @@ mod tests {
     fn event(partition: u16, offset: u64, position: u64) -> RecordedEvent {
         RecordedEvent {
             tenant: "t".into(),
-            entity_id: format!("e{offset}"),
+            entity_id: format!("e{offset}").into(),
             event_type: "x".into(),
             version: 1,
             partition,
             offset,
             position,
-            event_id: format!("id{position}"),
+            event_id: format!("id{position}").into(),
             timestamp_micros: 1,
             ingested_at_micros: 2,
             payload: "{}".into(),
@@ -601,8 +645,7 @@ mod tests {
         for i in 0..1000u64 {
             let e = event(1, i, i * 2 + 1);
             let mut publisher = buffer.publisher();
-            publisher
-                .push(&e.row())
+            e.with_row(|row| publisher.push(row))
                 .unwrap_or_else(|err| panic!("{err}"));
             drop(publisher);
             if i % 3 == 0 {
@@ -636,8 +679,7 @@ mod tests {
         let events: Vec<_> = (0..250u64).map(|i| event(0, i, i)).collect();
         let mut publisher = buffer.publisher();
         for e in &events {
-            publisher
-                .push(&e.row())
+            e.with_row(|row| publisher.push(row))
                 .unwrap_or_else(|err| panic!("{err}"));
         }
         drop(publisher);
@@ -670,7 +712,7 @@ mod tests {
         let skipped = event(0, 251, 251);
         let mut publisher = buffer.publisher();
         assert!(matches!(
-            publisher.push(&skipped.row()),
+            skipped.with_row(|row| publisher.push(row)),
             Err(Error::Internal(_))
         ));
     }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use arrow::array::{Array, StringArray};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -207,14 +208,17 @@ pub struct AppendResult {
 }
 
 /// An event as the log holds it.
+///
+/// The tenant, stream and type are shared text: the events of one read share one copy
+/// of each, so reading a stream allocates little more than its payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Owner.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Stream.
-    pub entity_id: String,
+    pub entity_id: Arc<str>,
     /// Type, e.g. `order.placed`.
-    pub event_type: String,
+    pub event_type: Arc<str>,
     /// Version in the stream: gapless from 1.
     pub version: u64,
     /// Partition: stable hash of (tenant, entity_id) mod the partition count.
@@ -224,23 +228,128 @@ pub struct RecordedEvent {
     /// Store-wide position in commit order: gapless from 0.
     pub position: u64,
     /// Idempotency key.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Event time, microseconds since the Unix epoch (UTC).
     pub timestamp_micros: i64,
     /// Processing time, microseconds since the Unix epoch (UTC).
     pub ingested_at_micros: i64,
     /// JSON text.
-    pub payload: String,
+    pub payload: JsonText,
     /// JSON text, if any.
     pub metadata: Option<String>,
+}
+
+/// JSON text read from the log: a row of an Arrow string column that the events of
+/// one read share, so reading an event does not copy its payload. It reads and
+/// compares as its text (`&*payload` is a `&str`).
+///
+/// ```
+/// # use allsource_engine::JsonText;
+/// let payload = JsonText::from(r#"{"amount":42}"#);
+/// assert_eq!(payload, r#"{"amount":42}"#);
+/// assert_eq!(payload.len(), 13);
+/// ```
+#[derive(Clone)]
+pub struct JsonText {
+    column: Arc<StringArray>,
+    row: usize,
+}
+
+impl JsonText {
+    /// Row `row` of `column`, which must be non-null there.
+    pub(crate) fn new(column: Arc<StringArray>, row: usize) -> Self {
+        debug_assert!(row < column.len() && column.is_valid(row));
+        Self { column, row }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.column.value(self.row)
+    }
+}
+
+impl std::ops::Deref for JsonText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for JsonText {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for JsonText {
+    fn from(text: &str) -> Self {
+        Self::new(Arc::new(StringArray::from_iter_values([text])), 0)
+    }
+}
+
+impl From<String> for JsonText {
+    fn from(text: String) -> Self {
+        Self::from(text.as_str())
+    }
+}
+
+impl From<JsonText> for String {
+    fn from(text: JsonText) -> Self {
+        text.as_str().to_owned()
+    }
+}
+
+impl fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for JsonText {}
+
+impl PartialEq<str> for JsonText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for JsonText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::from)
+    }
 }
 
 impl RecordedEvent {
     /// The acknowledgement describing where this event landed.
     pub fn ack(&self) -> EventAck {
         EventAck {
-            event_id: EventId::from(self.event_id.as_str()),
-            entity_id: Arc::from(self.entity_id.as_str()),
+            event_id: self.event_id.clone(),
+            entity_id: Arc::clone(&self.entity_id),
             version: self.version,
             partition: self.partition,
             offset: self.offset,
@@ -248,22 +357,24 @@ impl RecordedEvent {
         }
     }
 
-    /// The event as a borrowed row.
-    pub(crate) fn row(&self) -> EventRow<'_> {
-        EventRow {
-            tenant: &self.tenant,
-            entity_id: &self.entity_id,
-            event_type: &self.event_type,
-            version: self.version,
-            partition: self.partition,
-            offset: self.offset,
-            position: self.position,
-            event_id: &self.event_id,
-            timestamp_micros: self.timestamp_micros,
-            ingested_at_micros: self.ingested_at_micros,
-            payload: &self.payload,
-            metadata: self.metadata.as_deref(),
-        }
+    /// Call `f` with the event as a borrowed row.
+    pub(crate) fn with_row<R>(&self, f: impl FnOnce(&EventRow<'_>) -> R) -> R {
+        self.event_id.with_text(|event_id| {
+            f(&EventRow {
+                tenant: &self.tenant,
+                entity_id: &self.entity_id,
+                event_type: &self.event_type,
+                version: self.version,
+                partition: self.partition,
+                offset: self.offset,
+                position: self.position,
+                event_id,
+                timestamp_micros: self.timestamp_micros,
+                ingested_at_micros: self.ingested_at_micros,
+                payload: &self.payload,
+                metadata: self.metadata.as_deref(),
+            })
+        })
     }
 }
 
@@ -298,10 +409,10 @@ impl EventRow<'_> {
             partition: self.partition,
             offset: self.offset,
             position: self.position,
-            event_id: self.event_id.into(),
+            event_id: EventId::from(self.event_id),
             timestamp_micros: self.timestamp_micros,
             ingested_at_micros: self.ingested_at_micros,
-            payload: self.payload.into(),
+            payload: JsonText::from(self.payload),
             metadata: self.metadata.map(str::to_string),
         }
     }

@@ -11,7 +11,7 @@ use arrow::array::RecordBatch;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::{oneshot, watch};
 
-use crate::buffer::{EventColumns, LogBuffer, event_schema};
+use crate::buffer::{EventColumns, LogBuffer, SharedText, event_schema};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, IoContext, Result};
@@ -82,7 +82,7 @@ impl Default for Environment {
 /// assert_eq!(result.events[0].version, 1);
 ///
 /// let events = store.read_stream("acme", "order-1", 1, 100).await?;
-/// assert_eq!(events[0].event_type, "order.placed");
+/// assert_eq!(&*events[0].event_type, "order.placed");
 /// store.close()?;
 /// # Ok(()) }
 /// ```
@@ -880,9 +880,10 @@ pub(crate) async fn read_events_at(
                         .await
                 })
                 .await??;
+            let mut shared = SharedText::default();
             for batch in &batches {
                 let columns = EventColumns::new(batch);
-                events.extend((0..batch.num_rows()).map(|row| columns.event(row)));
+                events.extend((0..batch.num_rows()).map(|row| columns.event(row, &mut shared)));
             }
         }
         if flushed < offsets.len() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::AsArray;
 use tokio::sync::watch;
 
-use crate::buffer::{EventColumns, columns};
+use crate::buffer::{EventColumns, SharedText, columns};
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::partition::partition_for;
@@ -167,6 +167,7 @@ impl Subscription {
             break batches;
         };
         let mut events = Vec::new();
+        let mut shared = SharedText::default();
         for batch in batches {
             let tenant = batch.column(columns::TENANT).as_string::<i32>();
             let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
@@ -182,7 +183,7 @@ impl Subscription {
                     && (self.filter.event_types.is_empty()
                         || self.filter.event_types.iter().any(|t| kind.value(row) == t));
                 if wanted {
-                    events.push(decoded.event(row));
+                    events.push(decoded.event(row, &mut shared));
                 }
             }
         }

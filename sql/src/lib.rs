@@ -53,7 +53,10 @@ use std::time::Duration;
 
 use allsource_engine::{EventStore, EventsTable};
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -69,6 +72,13 @@ pub use find::EventFilter;
 
 /// Where a query's session finds the store's Parquet files.
 const STORAGE_URL: &str = "allsource://tables/";
+
+/// The catalog the tables are in (`allsource.public.events` names `events`).
+pub const CATALOG: &str = "allsource";
+/// The schema the tables are in.
+pub const SCHEMA: &str = "public";
+/// The tables a query can read.
+pub const TABLES: [&str; 4] = ["events", "streams", "partitions", "files"];
 
 /// Per-query limits.
 #[derive(Debug, Clone, Copy)]
@@ -164,9 +174,20 @@ impl EventQl {
     /// computed (a few batches ahead of the reader at most). The time limit covers
     /// the whole run; dropping the stream cancels the query.
     pub async fn query_stream(&self, tenant: &str, sql: &str) -> Result<QueryStream, QueryError> {
-        let frame = self.plan(tenant, sql).await?;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
+        self.query_stream_with(tenant, sql, Vec::new()).await
+    }
+
+    /// [`query_stream`](Self::query_stream) with values for the statement's `$1`,
+    /// `$2`... parameters, in order.
+    pub async fn query_stream_with(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream, QueryError> {
         let limit = self.limits.memory_bytes;
+        let (plan, task) = self.physical_plan(tenant, sql, params).await?;
+        let schema = plan.schema();
         let timeout = self.limits.timeout;
         let runtime = self
             .runtime
@@ -174,14 +195,16 @@ impl EventQl {
             .as_ref()
             .ok_or_else(|| QueryError::Plan("the query runtime has stopped".into()))?;
         let (sender, batches) = tokio::sync::mpsc::channel(QueryStream::AHEAD_BATCHES);
+        let result_schema = Arc::clone(&schema);
         runtime.spawn(async move {
             let run = async {
-                let mut stream = frame
-                    .execute_stream()
-                    .await
+                let mut stream = datafusion::physical_plan::execute_stream(plan, task)
                     .map_err(|e| QueryError::from_datafusion(e, limit))?;
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(|e| QueryError::from_datafusion(e, limit))?;
+                    // Batches carry exactly the schema announced to the reader.
+                    let batch = RecordBatch::try_new(Arc::clone(&result_schema), batch.columns().to_vec())
+                        .map_err(|e| QueryError::Plan(format!("a result batch does not match the result schema: {e}")))?;
                     if sender.send(Ok(batch)).await.is_err() {
                         // The reader went away: stop computing.
                         return Ok(());
@@ -197,6 +220,82 @@ impl EventQl {
             let _ = sender.send(Err(failure)).await;
         });
         Ok(QueryStream { schema, batches })
+    }
+
+    /// What `sql` would return for `tenant` (the exact schema its batches carry) and
+    /// the types of its `$n` parameters, in order (`None` where the statement does
+    /// not pin one down), without running it.
+    pub async fn describe(
+        &self,
+        tenant: &str,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>), QueryError> {
+        let limit = self.limits.memory_bytes;
+        let frame = self.plan(tenant, sql).await?;
+        let mut types: Vec<(usize, Option<DataType>)> = frame
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| QueryError::from_datafusion(e, limit))?
+            .into_iter()
+            .map(|(name, data_type)| {
+                name.trim_start_matches('$')
+                    .parse::<usize>()
+                    .map(|n| (n, data_type))
+                    .map_err(|_| QueryError::Plan(format!("parameter {name}: only positional parameters ($1, $2...) are supported")))
+            })
+            .collect::<Result<_, _>>()?;
+        types.sort_by_key(|(n, _)| *n);
+        if let Some((i, (n, _))) = types.iter().enumerate().find(|(i, (n, _))| *n != i + 1) {
+            return Err(QueryError::Plan(format!(
+                "parameter ${} is missing (parameters are numbered from $1 without gaps; found ${n})",
+                i + 1
+            )));
+        }
+        let params: Vec<ScalarValue> = types
+            .iter()
+            .map(|(_, t)| match t {
+                Some(t) => ScalarValue::try_from(t).unwrap_or(ScalarValue::Null),
+                None => ScalarValue::Null,
+            })
+            .collect();
+        let (plan, _) = self.physical_plan(tenant, sql, params).await?;
+        Ok((plan.schema(), types.into_iter().map(|(_, t)| t).collect()))
+    }
+
+    /// Every table a query of `tenant` can read, with its schema, by name.
+    pub async fn tables(&self, tenant: &str) -> Result<Vec<(String, SchemaRef)>, QueryError> {
+        let limit = self.limits.memory_bytes;
+        let ctx = self
+            .context(tenant, &[])
+            .await
+            .map_err(|e| QueryError::from_datafusion(e, limit))?;
+        let mut tables = Vec::new();
+        for name in TABLES {
+            let provider = ctx
+                .table_provider(name)
+                .await
+                .map_err(|e| QueryError::from_datafusion(e, limit))?;
+            tables.push((name.to_string(), provider.schema()));
+        }
+        Ok(tables)
+    }
+
+    /// Plan `sql` with `params` bound down to an executable plan.
+    async fn physical_plan(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), QueryError> {
+        let limit = self.limits.memory_bytes;
+        let df_err = |e| QueryError::from_datafusion(e, limit);
+        let mut frame = self.plan(tenant, sql).await?;
+        if !params.is_empty() {
+            frame = frame.with_param_values(params).map_err(df_err)?;
+        }
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await.map_err(df_err)?;
+        Ok((plan, task))
     }
 
     /// Check and plan `sql` for `tenant`, without running it. JSON values come out
@@ -220,6 +319,7 @@ impl EventQl {
         cutoffs: &[i64],
     ) -> datafusion::error::Result<SessionContext> {
         let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
             .with_information_schema(false);
         // No spilling to disk: a query that needs more than its memory limit fails

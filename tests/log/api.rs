@@ -356,9 +356,9 @@ async fn subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
             .unwrap_or_else(|_| panic!("subscription stalled after {} events", ns.len()))
             .unwrap_or_else(|e| panic!("{e}"));
         for e in batch {
-            assert_eq!(e.tenant, "t");
+            assert_eq!(&*e.tenant, "t");
             positions.push(e.position);
-            if e.event_type == "x" {
+            if &*e.event_type == "x" {
                 ns.push(super::recovery_n(&e.payload));
             }
         }
@@ -386,7 +386,7 @@ async fn subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
     let got = resumed.next_batch().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.len(), 1);
     assert_eq!(
-        (got[0].entity_id.as_str(), got[0].event_type.as_str()),
+        (&*got[0].entity_id, &*got[0].event_type),
         ("e6", "y")
     );
     let mut by_type = store.subscribe("t", 0, SubscriptionFilter::event_types(["y"]));

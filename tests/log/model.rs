@@ -220,7 +220,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let got: Vec<_> = events
                     .iter()
-                    .map(|e| (e.version, e.event_type.clone(), e.payload.clone()))
+                    .map(|e| (e.version, e.event_type.to_string(), e.payload.to_string()))
                     .collect();
                 let want: Vec<_> = model
                     .streams

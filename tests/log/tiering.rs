@@ -143,7 +143,7 @@ async fn flushed_events_read_back_the_same_from_parquet() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s0.len(), streams_before[0].len() + 1);
     assert_eq!(&s0[..streams_before[0].len()], &streams_before[0][..]);
-    assert_eq!(s0.last().map(|e| e.event_type.as_str()), Some("y"));
+    assert_eq!(s0.last().map(|e| &*e.event_type), Some("y"));
     store.close().unwrap_or_else(|e| panic!("{e}"));
 
     // After a reopen: versions, offsets and positions continue; nothing is doubled.

@@ -279,8 +279,10 @@ mod tests {
                 },
             );
             part.iter().for_each(|e| {
-                let id_uuid = crate::event_id::canonical_uuid(&e.event_id);
-                encode_event(&mut buf, &e.row(), id_uuid);
+                e.with_row(|row| {
+                    let id_uuid = crate::event_id::canonical_uuid(row.event_id);
+                    encode_event(&mut buf, row, id_uuid);
+                });
             });
         }
         buf
