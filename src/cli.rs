@@ -204,14 +204,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
+        let flight_listener = TcpListener::bind(config.flight_addr)
+            .await
+            .with_context(|| format!("listening on {}", config.flight_addr))?;
+        let flight_addr = flight_listener.local_addr()?;
         let stats = store.stats();
         let state = AppState::new(store.clone(), config.max_body_bytes);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let eventql = state.eventql().clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut http_stopped = stopped.clone();
         let http = tokio::spawn(server::serve(listener, state, async move {
-            let _ = stopped.await;
+            let _ = http_stopped.wait_for(|stop| *stop).await;
         }));
+        let mut flight_stopped = stopped;
+        let flight = tokio::spawn(allsource_flight::serve(
+            flight_listener,
+            store.clone(),
+            eventql,
+            allsource_flight::Auth::none(),
+            async move {
+                let _ = flight_stopped.wait_for(|stop| *stop).await;
+            },
+        ));
         tracing::info!(
             http = %http_addr,
+            flight = %flight_addr,
             data_dir = %config.store.data_dir.display(),
             partitions = stats.partitions,
             streams = stats.streams,
@@ -220,8 +237,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         shutdown.await?;
         tracing::info!("shutting down: no new requests; finishing those in flight");
-        let _ = stop.send(());
+        let _ = stop.send(true);
         http.await??;
+        flight.await?.context("serving Flight")?;
         match store.flush().await {
             Ok(report) => tracing::info!(events = report.events, "flushed the buffer to Parquet"),
             Err(e) => {

@@ -11,4 +11,5 @@ pub mod server;
 pub mod transfer;
 
 pub use allsource_engine as engine;
+pub use allsource_flight as flight;
 pub use allsource_sql as sql;

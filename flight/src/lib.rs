@@ -2,5 +2,61 @@
 //! metadata for ADBC/JDBC/BI tools, DoPut ingest of Arrow batches and live tails.
 //!
 //! A thin adapter at the edge: it translates Flight calls into engine and EventQL
-//! calls and maps errors to `tonic::Status` in one place. The service arrives with the
-//! Flight SQL work; dependencies point inward only (`flight` -> `engine`).
+//! calls and maps errors to `tonic::Status` in one place ([`error`]). Dependencies
+//! point inward only (`flight` -> `sql` -> `engine`).
+//!
+//! - Statements: `GetFlightInfo(CommandStatementQuery)` plans the EventQL text and
+//!   announces the exact result schema; `DoGet` on its ticket streams the batches as
+//!   they are computed. Prepared statements take `$1`-style parameters.
+//! - Catalog: one catalog `allsource`, one schema `public`, the tables `events`,
+//!   `streams`, `partitions` and `files`.
+//! - Ingest: DoPut with the path descriptor `events`, or Flight SQL bulk ingest into
+//!   `events` ([`ingest`] describes the columns). One batch is one atomic append.
+//! - Live tails: DoGet with a JSON ticket ([`tail`]).
+//! - Auth: [`auth`]; without tokens every call acts for the tenant `default`.
+
+pub mod auth;
+pub mod error;
+pub mod ingest;
+mod service;
+pub mod sql;
+pub mod statement;
+pub mod tail;
+
+use std::future::Future;
+
+use allsource_engine::EventStore;
+use allsource_sql::EventQl;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+
+pub use auth::Auth;
+pub use error::FlightError;
+pub use service::AllSourceFlight;
+pub use sql::SqlService;
+
+/// Largest message a client may send (a DoPut batch): 256 MiB.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The gRPC service over `store`.
+pub fn service(store: EventStore, eventql: EventQl, auth: Auth) -> FlightServiceServer<AllSourceFlight> {
+    FlightServiceServer::new(AllSourceFlight::new(SqlService::new(store, eventql, auth)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Serve Flight on `listener` until `shutdown` completes; calls in progress finish
+/// first.
+pub async fn serve(
+    listener: TcpListener,
+    store: EventStore,
+    eventql: EventQl,
+    auth: Auth,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(service(store, eventql, auth))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -56,6 +56,12 @@ impl AppState {
             closing: Arc::new(watch::Sender::new(false)),
         }
     }
+
+    /// The EventQL instance the handlers query through (shared with the Flight
+    /// service, so both run queries on one runtime under one set of limits).
+    pub fn eventql(&self) -> &EventQl {
+        &self.eventql
+    }
 }
 
 /// Every route.

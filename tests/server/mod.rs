@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod flight;
 mod observe;
 mod seed;
 mod shutdown;
@@ -19,6 +20,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The Flight address, `127.0.0.1:PORT`.
+    pub flight: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -41,6 +44,9 @@ impl Server {
         if let Some(addr) = http_addr {
             command.args(["--http-addr", addr]);
         }
+        if !flags.contains(&"--flight-addr") {
+            command.args(["--flight-addr", "127.0.0.1:0"]);
+        }
         command
             .arg("--data-dir")
             .arg(dir)
@@ -56,10 +62,12 @@ impl Server {
         let mut log = String::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut base = None;
+        let mut flight = String::new();
         while base.is_none() && Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
             if line.contains("serving") {
-                base = serving_address(&line).map(|addr| format!("http://{addr}"));
+                base = serving_address(&line, "http").map(|addr| format!("http://{addr}"));
+                flight = serving_address(&line, "flight").unwrap_or_default();
             }
             log.push_str(&line);
             log.push('\n');
@@ -78,7 +86,12 @@ impl Server {
                 }
             }
         });
-        Server { child, base, log }
+        Server {
+            child,
+            base,
+            flight,
+            log,
+        }
     }
 
     /// What the server has logged so far.
@@ -109,13 +122,15 @@ impl Server {
     }
 }
 
-/// The HTTP address in the "serving" line, logged as text (`http=ADDR`) or JSON.
-fn serving_address(line: &str) -> Option<String> {
+/// The address of `field` (`http`, `flight`) in the "serving" line, logged as text
+/// (`http=ADDR`) or JSON.
+fn serving_address(line: &str, field: &str) -> Option<String> {
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
-        return json["fields"]["http"].as_str().map(str::to_string);
+        return json["fields"][field].as_str().map(str::to_string);
     }
+    let prefix = format!("{field}=");
     line.split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
         .map(str::to_string)
 }
 
