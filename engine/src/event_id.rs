@@ -146,7 +146,9 @@ pub(crate) fn canonical_uuid(text: &str) -> Option<u128> {
 
 /// Where the 16 high and the 16 low hex digits of a canonical UUID are.
 const HIGH_DIGITS: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17];
-const LOW_DIGITS: [usize; 16] = [19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35];
+const LOW_DIGITS: [usize; 16] = [
+    19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+];
 
 /// The value of each lowercase hex digit; [`NOT_HEX`] for every other byte.
 const HEX_DIGIT: [u8; 256] = {
@@ -283,7 +285,10 @@ mod tests {
             let value = (u128::from(ids.random()) << 64) | u128::from(ids.random());
             let text = uuid::Uuid::from_u128(value).hyphenated().to_string();
             assert_eq!(canonical_uuid(&text), Some(value), "{text}");
-            assert_eq!(canonical_uuid(&text.to_uppercase()).is_some(), text == text.to_uppercase());
+            assert_eq!(
+                canonical_uuid(&text.to_uppercase()).is_some(),
+                text == text.to_uppercase()
+            );
             let moved = format!("{}-{}", &text[..7], text[7..].replacen('-', "", 1));
             assert_eq!(canonical_uuid(&moved), None, "{moved}");
             assert_eq!(canonical_uuid(&text[1..]), None);

@@ -49,8 +49,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Durability, S3Settings, SETTINGS, StoreConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{
-    AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, JsonText,
-    MAX_NAME_BYTES, RecordedEvent, StreamAppend,
+    AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, JsonText, MAX_NAME_BYTES,
+    RecordedEvent, StreamAppend,
 };
 pub use event_id::EventId;
 pub use flush::{CompactionReport, FlushReport};

@@ -45,10 +45,12 @@ impl Auth {
         let header = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| FlightError::unauthenticated("this server needs `authorization: Bearer <token>`"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| FlightError::unauthenticated("the authorization header is not a bearer token"))?;
+            .ok_or_else(|| {
+                FlightError::unauthenticated("this server needs `authorization: Bearer <token>`")
+            })?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            FlightError::unauthenticated("the authorization header is not a bearer token")
+        })?;
         self.tenant_of(token)
     }
 
@@ -99,25 +101,48 @@ mod tests {
 
     fn headers(value: &str) -> MetadataMap {
         let mut map = MetadataMap::new();
-        map.insert("authorization", value.parse().unwrap_or_else(|e| panic!("{e:?}")));
+        map.insert(
+            "authorization",
+            value.parse().unwrap_or_else(|e| panic!("{e:?}")),
+        );
         map
     }
 
     #[test]
     fn tokens_map_to_tenants_and_anything_else_is_refused() {
-        assert_eq!(Auth::none().tenant(&MetadataMap::new()).ok().as_deref(), Some("default"));
+        assert_eq!(
+            Auth::none().tenant(&MetadataMap::new()).ok().as_deref(),
+            Some("default")
+        );
         let auth = Auth::tokens(HashMap::from([("s3cret".to_string(), "acme".to_string())]));
-        assert_eq!(auth.tenant(&headers("Bearer s3cret")).ok().as_deref(), Some("acme"));
-        for bad in [MetadataMap::new(), headers("Bearer nope"), headers("s3cret")] {
-            let err = auth.tenant(&bad).err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(
+            auth.tenant(&headers("Bearer s3cret")).ok().as_deref(),
+            Some("acme")
+        );
+        for bad in [
+            MetadataMap::new(),
+            headers("Bearer nope"),
+            headers("s3cret"),
+        ] {
+            let err = auth
+                .tenant(&bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted"));
             assert_eq!(err.code(), tonic::Code::Unauthenticated);
         }
         let basic = base64::engine::general_purpose::STANDARD.encode("user:s3cret");
         assert_eq!(
-            auth.handshake(&headers(&format!("Basic {basic}")), b"").ok().as_deref(),
+            auth.handshake(&headers(&format!("Basic {basic}")), b"")
+                .ok()
+                .as_deref(),
             Some("s3cret")
         );
-        assert_eq!(auth.handshake(&MetadataMap::new(), b"s3cret").ok().as_deref(), Some("s3cret"));
+        assert_eq!(
+            auth.handshake(&MetadataMap::new(), b"s3cret")
+                .ok()
+                .as_deref(),
+            Some("s3cret")
+        );
         assert!(auth.handshake(&MetadataMap::new(), b"nope").is_err());
     }
 }

@@ -66,10 +66,16 @@ pub fn batch_to_request(tenant: &str, batch: &RecordBatch) -> Result<AppendReque
     let entity_ids = strings("entity_id", required("entity_id")?)?;
     let event_types = strings("event_type", required("event_type")?)?;
     let payloads = strings("payload", required("payload")?)?;
-    let event_ids = column("event_id").map(|c| strings("event_id", c)).transpose()?;
-    let metadata = column("metadata").map(|c| strings("metadata", c)).transpose()?;
+    let event_ids = column("event_id")
+        .map(|c| strings("event_id", c))
+        .transpose()?;
+    let metadata = column("metadata")
+        .map(|c| strings("metadata", c))
+        .transpose()?;
     let timestamps = column("timestamp").map(micros).transpose()?;
-    let expected = column("expected_version").map(ExpectedColumn::new).transpose()?;
+    let expected = column("expected_version")
+        .map(ExpectedColumn::new)
+        .transpose()?;
     for (name, values) in [
         ("entity_id", &entity_ids),
         ("event_type", &event_types),
@@ -120,11 +126,15 @@ fn strings(name: &str, column: &ArrayRef) -> Result<StringArray, FlightError> {
 }
 
 /// A timestamp column as microseconds since the Unix epoch.
-fn micros(column: &ArrayRef) -> Result<arrow::array::PrimitiveArray<TimestampMicrosecondType>, FlightError> {
+fn micros(
+    column: &ArrayRef,
+) -> Result<arrow::array::PrimitiveArray<TimestampMicrosecondType>, FlightError> {
     match column.data_type() {
-        DataType::Timestamp(_, _) => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))
-            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-            .map_err(|e| FlightError::invalid(format!("column `timestamp`: {e}"))),
+        DataType::Timestamp(_, _) => {
+            cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+                .map_err(|e| FlightError::invalid(format!("column `timestamp`: {e}")))
+        }
         other => Err(FlightError::invalid(format!(
             "column `timestamp` must be a timestamp column, not {other}"
         ))),
@@ -222,11 +232,29 @@ mod tests {
     #[test]
     fn rows_become_parts_per_stream_run_and_condition() {
         let b = batch(vec![
-            ("entity_id", text(&[Some("a"), Some("a"), Some("b"), Some("a"), Some("a")])),
+            (
+                "entity_id",
+                text(&[Some("a"), Some("a"), Some("b"), Some("a"), Some("a")]),
+            ),
             ("event_type", text(&[Some("t"); 5])),
-            ("payload", Arc::new(LargeStringArray::from(vec![r#"{"n":1}"#; 5]))),
-            ("expected_version", Arc::new(Int64Array::from(vec![Some(0), None, None, None, Some(3)]))),
-            ("timestamp", Arc::new(TimestampMillisecondArray::from(vec![Some(5), None, None, None, None]))),
+            (
+                "payload",
+                Arc::new(LargeStringArray::from(vec![r#"{"n":1}"#; 5])),
+            ),
+            (
+                "expected_version",
+                Arc::new(Int64Array::from(vec![Some(0), None, None, None, Some(3)])),
+            ),
+            (
+                "timestamp",
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(5),
+                    None,
+                    None,
+                    None,
+                    None,
+                ])),
+            ),
         ]);
         let request = batch_to_request("default", &b).unwrap_or_else(|e| panic!("{e}"));
         let parts: Vec<(&str, ExpectedVersion, usize)> = request
@@ -263,7 +291,10 @@ mod tests {
             ("event_type", text(&[Some("t")])),
             ("payload", Arc::new(Int64Array::from(vec![1]))),
         ]));
-        assert!(wrong.contains("`payload` must be a string column"), "{wrong}");
+        assert!(
+            wrong.contains("`payload` must be a string column"),
+            "{wrong}"
+        );
         let null = message(batch(vec![
             ("entity_id", text(&[Some("a"), None])),
             ("event_type", text(&[Some("t"), Some("t")])),

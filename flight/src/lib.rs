@@ -39,7 +39,11 @@ pub use sql::SqlService;
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// The gRPC service over `store`.
-pub fn service(store: EventStore, eventql: EventQl, auth: Auth) -> FlightServiceServer<AllSourceFlight> {
+pub fn service(
+    store: EventStore,
+    eventql: EventQl,
+    auth: Auth,
+) -> FlightServiceServer<AllSourceFlight> {
     FlightServiceServer::new(AllSourceFlight::new(SqlService::new(store, eventql, auth)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)

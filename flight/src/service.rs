@@ -77,7 +77,10 @@ impl FlightService for AllSourceFlight {
         FlightService::get_schema(&self.sql, request).await
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         match tail::parse_ticket(&request.get_ref().ticket) {
             None => FlightService::do_get(&self.sql, request).await,
             Some(parsed) => {

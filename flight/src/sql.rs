@@ -63,7 +63,8 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     info.append(SqlInfo::SqlDdlSchema, false);
     info.append(SqlInfo::SqlDdlTable, false);
     // Built from constant values of the types the builder accepts: cannot fail.
-    info.build().unwrap_or_else(|e| panic!("building the server's SqlInfo: {e}"))
+    info.build()
+        .unwrap_or_else(|e| panic!("building the server's SqlInfo: {e}"))
 });
 
 impl SqlService {
@@ -99,14 +100,20 @@ impl SqlService {
         };
         Ok(FlightInfo::new()
             .try_with_schema(&schema)?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())))
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
             .with_descriptor(descriptor)
             .with_total_records(-1)
             .with_ordered(true))
     }
 
     /// Run a statement and stream its batches, the schema first.
-    async fn run(&self, tenant: &str, statement: &Statement) -> Result<BoxStream<arrow_flight::FlightData>, FlightError> {
+    async fn run(
+        &self,
+        tenant: &str,
+        statement: &Statement,
+    ) -> Result<BoxStream<arrow_flight::FlightData>, FlightError> {
         let params = statement.param_values()?;
         let mut stream = self
             .eventql
@@ -118,14 +125,23 @@ impl SqlService {
             futures::pin_mut!(next);
             next.poll(cx)
         });
-        Ok(encode(schema, batches.map(|b| b.map_err(FlightError::from))))
+        Ok(encode(
+            schema,
+            batches.map(|b| b.map_err(FlightError::from)),
+        ))
     }
 
     /// A FlightInfo for a metadata command answered by DoGet with the command.
-    fn command_info(command: &impl ProstMessageExt, schema: &Schema, descriptor: FlightDescriptor) -> Result<FlightInfo, FlightError> {
+    fn command_info(
+        command: &impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, FlightError> {
         Ok(FlightInfo::new()
             .try_with_schema(schema)?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec())))
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec())),
+            )
             .with_descriptor(descriptor)
             .with_total_records(-1))
     }
@@ -143,7 +159,8 @@ impl SqlService {
         );
         let mut total = 0i64;
         while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))?;
+            let batch = batch
+                .map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))?;
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -186,7 +203,8 @@ pub(crate) fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> BoxStream<arrow_flight::FlightData> {
-    let batches = batches.map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(Status::from(e))));
+    let batches =
+        batches.map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(Status::from(e))));
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(batches)
@@ -196,7 +214,10 @@ pub(crate) fn encode(
 
 /// One batch as a Flight data stream.
 fn encode_one(batch: RecordBatch) -> BoxStream<arrow_flight::FlightData> {
-    encode(batch.schema(), futures::stream::once(async move { Ok(batch) }))
+    encode(
+        batch.schema(),
+        futures::stream::once(async move { Ok(batch) }),
+    )
 }
 
 /// A schema as the IPC bytes a prepared statement result carries.
@@ -296,7 +317,13 @@ impl FlightSqlService for SqlService {
             parameters
                 .iter()
                 .enumerate()
-                .map(|(i, t)| Field::new(format!("${}", i + 1), t.clone().unwrap_or(DataType::Null), true))
+                .map(|(i, t)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        t.clone().unwrap_or(DataType::Null),
+                        true,
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
         Ok(ActionCreatePreparedStatementResult {
@@ -314,7 +341,9 @@ impl FlightSqlService for SqlService {
         self.tenant(&request)?;
         let mut statement = Statement::decode(&query.prepared_statement_handle)?;
         let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+            request
+                .into_inner()
+                .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
         )
         .try_collect()
         .await
@@ -347,7 +376,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::command_info(&query, &schema, request.into_inner())?))
+        Ok(Response::new(Self::command_info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_catalogs(
@@ -358,7 +391,9 @@ impl FlightSqlService for SqlService {
         self.tenant(&request)?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
-        Ok(Response::new(encode_one(builder.build().map_err(FlightError::from)?)))
+        Ok(Response::new(encode_one(
+            builder.build().map_err(FlightError::from)?,
+        )))
     }
 
     async fn get_flight_info_schemas(
@@ -368,7 +403,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::command_info(&query, &schema, request.into_inner())?))
+        Ok(Response::new(Self::command_info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_schemas(
@@ -379,7 +418,9 @@ impl FlightSqlService for SqlService {
         self.tenant(&request)?;
         let mut builder = query.into_builder();
         builder.append(CATALOG, SCHEMA);
-        Ok(Response::new(encode_one(builder.build().map_err(FlightError::from)?)))
+        Ok(Response::new(encode_one(
+            builder.build().map_err(FlightError::from)?,
+        )))
     }
 
     async fn get_flight_info_tables(
@@ -389,7 +430,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::command_info(&query, &schema, request.into_inner())?))
+        Ok(Response::new(Self::command_info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_tables(
@@ -398,14 +443,20 @@ impl FlightSqlService for SqlService {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let tenant = self.tenant(&request)?;
-        let tables = self.eventql.tables(&tenant).await.map_err(FlightError::from)?;
+        let tables = self
+            .eventql
+            .tables(&tenant)
+            .await
+            .map_err(FlightError::from)?;
         let mut builder = query.into_builder();
         for (name, schema) in tables {
             builder
                 .append(CATALOG, SCHEMA, &name, table_type(&name), &schema)
                 .map_err(FlightError::from)?;
         }
-        Ok(Response::new(encode_one(builder.build().map_err(FlightError::from)?)))
+        Ok(Response::new(encode_one(
+            builder.build().map_err(FlightError::from)?,
+        )))
     }
 
     async fn get_flight_info_table_types(
@@ -415,7 +466,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.tenant(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(Self::command_info(&query, &schema, request.into_inner())?))
+        Ok(Response::new(Self::command_info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_table_types(
@@ -428,7 +483,9 @@ impl FlightSqlService for SqlService {
         for kind in TABLE_TYPES {
             builder.append(kind);
         }
-        Ok(Response::new(encode_one(builder.build().map_err(FlightError::from)?)))
+        Ok(Response::new(encode_one(
+            builder.build().map_err(FlightError::from)?,
+        )))
     }
 
     async fn get_flight_info_sql_info(
@@ -438,7 +495,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.tenant(&request)?;
         let schema = query.clone().into_builder(&SQL_INFO).schema();
-        Ok(Response::new(Self::command_info(&query, &schema, request.into_inner())?))
+        Ok(Response::new(Self::command_info(
+            &query,
+            &schema,
+            request.into_inner(),
+        )?))
     }
 
     async fn do_get_sql_info(
@@ -447,7 +508,10 @@ impl FlightSqlService for SqlService {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.tenant(&request)?;
-        let batch = query.into_builder(&SQL_INFO).build().map_err(FlightError::from)?;
+        let batch = query
+            .into_builder(&SQL_INFO)
+            .build()
+            .map_err(FlightError::from)?;
         Ok(Response::new(encode_one(batch)))
     }
 
@@ -471,9 +535,8 @@ impl FlightSqlService for SqlService {
             Some(Ok(first)) => first.flight_descriptor.clone(),
             _ => None,
         };
-        let is_events_path = descriptor.is_some_and(|d| {
-            d.r#type == DescriptorType::Path as i32 && d.path == [EVENTS_TABLE]
-        });
+        let is_events_path = descriptor
+            .is_some_and(|d| d.r#type == DescriptorType::Path as i32 && d.path == [EVENTS_TABLE]);
         if !is_events_path {
             return Err(FlightError::unsupported(
                 "DoPut takes the path descriptor [\"events\"] or a Flight SQL ingest command",
@@ -518,7 +581,8 @@ fn check_ingest_target(command: &CommandStatementIngest) -> Result<(), FlightErr
         ));
     }
     if let Some(options) = command.table_definition_options {
-        let exists = TableExistsOption::try_from(options.if_exists).unwrap_or(TableExistsOption::Unspecified);
+        let exists = TableExistsOption::try_from(options.if_exists)
+            .unwrap_or(TableExistsOption::Unspecified);
         if matches!(exists, TableExistsOption::Fail | TableExistsOption::Replace) {
             return Err(FlightError::invalid(
                 "the events table exists and is append-only: ingest with mode=\"append\"",

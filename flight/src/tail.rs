@@ -14,7 +14,9 @@
 //! when the client has taken the last one, so a slow client slows its own tail and
 //! the server holds at most one batch for it.
 
-use allsource_engine::{EventStore, RecordedEvent, SubscriptionFilter, event_schema, events_to_batch};
+use allsource_engine::{
+    EventStore, RecordedEvent, SubscriptionFilter, event_schema, events_to_batch,
+};
 use arrow::array::RecordBatch;
 use futures::Stream;
 use serde::Deserialize;
@@ -99,7 +101,10 @@ pub fn follow(
     })
 }
 
-fn to_batch(schema: &arrow::datatypes::SchemaRef, events: &[RecordedEvent]) -> Result<RecordBatch, FlightError> {
+fn to_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    events: &[RecordedEvent],
+) -> Result<RecordBatch, FlightError> {
     let refs: Vec<&RecordedEvent> = events.iter().collect();
     events_to_batch(schema, &refs).map_err(FlightError::from)
 }

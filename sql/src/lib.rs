@@ -55,15 +55,15 @@ use allsource_engine::{EventStore, EventsTable};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ScalarUDF, col};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
 
@@ -203,8 +203,13 @@ impl EventQl {
                 while let Some(batch) = stream.next().await {
                     let batch = batch.map_err(|e| QueryError::from_datafusion(e, limit))?;
                     // Batches carry exactly the schema announced to the reader.
-                    let batch = RecordBatch::try_new(Arc::clone(&result_schema), batch.columns().to_vec())
-                        .map_err(|e| QueryError::Plan(format!("a result batch does not match the result schema: {e}")))?;
+                    let batch =
+                        RecordBatch::try_new(Arc::clone(&result_schema), batch.columns().to_vec())
+                            .map_err(|e| {
+                                QueryError::Plan(format!(
+                                    "a result batch does not match the result schema: {e}"
+                                ))
+                            })?;
                     if sender.send(Ok(batch)).await.is_err() {
                         // The reader went away: stop computing.
                         return Ok(());
@@ -241,7 +246,11 @@ impl EventQl {
                 name.trim_start_matches('$')
                     .parse::<usize>()
                     .map(|n| (n, data_type))
-                    .map_err(|_| QueryError::Plan(format!("parameter {name}: only positional parameters ($1, $2...) are supported")))
+                    .map_err(|_| {
+                        QueryError::Plan(format!(
+                            "parameter {name}: only positional parameters ($1, $2...) are supported"
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         types.sort_by_key(|(n, _)| *n);

@@ -385,10 +385,7 @@ async fn subscription_catches_up_then_follows_live_without_gap_or_duplicate() {
     let mut resumed = store.subscribe("t", resume_at, SubscriptionFilter::stream("e6"));
     let got = resumed.next_batch().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.len(), 1);
-    assert_eq!(
-        (&*got[0].entity_id, &*got[0].event_type),
-        ("e6", "y")
-    );
+    assert_eq!((&*got[0].entity_id, &*got[0].event_type), ("e6", "y"));
     let mut by_type = store.subscribe("t", 0, SubscriptionFilter::event_types(["y"]));
     assert_eq!(by_type.next_batch().await.map(|b| b.len()).unwrap_or(0), 2);
 }

@@ -40,8 +40,12 @@ fn events(first: usize, count: usize, payload: impl Fn(usize) -> String) -> Reco
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(rows.clone().map(|i| format!("order-{}", i % 10)))),
-            Arc::new(StringArray::from_iter_values(rows.clone().map(|_| "order.placed"))),
+            Arc::new(StringArray::from_iter_values(
+                rows.clone().map(|i| format!("order-{}", i % 10)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.clone().map(|_| "order.placed"),
+            )),
             Arc::new(StringArray::from_iter_values(rows.map(payload))),
         ],
     )
@@ -57,9 +61,9 @@ async fn put(server: &Server, batches: Vec<RecordBatch>) -> Result<Vec<serde_jso
     let results = client.do_put(data).await.map_err(|e| e.to_string())?;
     results
         .map_err(|e| e.to_string())
-        .and_then(|r| async move {
-            serde_json::from_slice(&r.app_metadata).map_err(|e| e.to_string())
-        })
+        .and_then(
+            |r| async move { serde_json::from_slice(&r.app_metadata).map_err(|e| e.to_string()) },
+        )
         .try_collect()
         .await
 }
@@ -68,8 +72,16 @@ async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -
     let mut out = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint.ticket.unwrap_or_else(|| panic!("no ticket"));
-        let stream = client.do_get(ticket).await.unwrap_or_else(|e| panic!("{e}"));
-        out.extend(stream.try_collect::<Vec<_>>().await.unwrap_or_else(|e| panic!("{e}")));
+        let stream = client
+            .do_get(ticket)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.extend(
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
     }
     out
 }
