@@ -115,15 +115,13 @@ impl SqlService {
         statement: &Statement,
     ) -> Result<BoxStream<arrow_flight::FlightData>, FlightError> {
         let params = statement.param_values()?;
-        let mut stream = self
+        let stream = self
             .eventql
             .query_stream_with(tenant, &statement.sql, params)
             .await?;
         let schema = Arc::clone(stream.schema());
-        let batches = futures::stream::poll_fn(move |cx| {
-            let next = stream.next();
-            futures::pin_mut!(next);
-            next.poll(cx)
+        let batches = futures::stream::unfold(stream, async |mut stream| {
+            stream.next().await.map(|batch| (batch, stream))
         });
         Ok(encode(
             schema,
@@ -146,13 +144,15 @@ impl SqlService {
             .with_total_records(-1))
     }
 
-    /// Append the batches of a DoPut, one atomic append per batch; `on_batch` hears
-    /// each acknowledgement. Returns the number of events appended.
+    /// Append the batches of a DoPut, one atomic append per batch; each durable
+    /// batch's acknowledgement goes to `acks` when given (a slow reader holds up the
+    /// next append; a reader that has gone leaves the appends standing). Returns the
+    /// number of events appended.
     async fn ingest(
         &self,
         tenant: &str,
         stream: PeekableFlightDataStream,
-        mut on_batch: impl FnMut(BatchAck),
+        acks: Option<&tokio::sync::mpsc::Sender<Result<PutResult, Status>>>,
     ) -> Result<i64, FlightError> {
         let mut batches = FlightRecordBatchStream::new_from_flight_data(
             stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
@@ -168,7 +168,14 @@ impl SqlService {
             let result = self.store.append(request).await?;
             if let Some(ack) = BatchAck::of(&result) {
                 total += ack.count as i64;
-                on_batch(ack);
+                if let Some(acks) = acks {
+                    let message = serde_json::to_vec(&ack).unwrap_or_default();
+                    let _ = acks
+                        .send(Ok(PutResult {
+                            app_metadata: message.into(),
+                        }))
+                        .await;
+                }
             }
         }
         Ok(total)
@@ -179,17 +186,7 @@ impl SqlService {
         let service = self.clone();
         let (sender, results) = tokio::sync::mpsc::channel::<Result<PutResult, Status>>(16);
         tokio::spawn(async move {
-            let acks = sender.clone();
-            let outcome = service
-                .ingest(&tenant, stream, move |ack| {
-                    let message = serde_json::to_vec(&ack).unwrap_or_default();
-                    // The client hears of each batch once it is durable; if it has
-                    // gone, the appends still stand.
-                    let _ = acks.try_send(Ok(PutResult {
-                        app_metadata: message.into(),
-                    }));
-                })
-                .await;
+            let outcome = service.ingest(&tenant, stream, Some(&sender)).await;
             if let Err(e) = outcome {
                 let _ = sender.send(Err(Status::from(e))).await;
             }
@@ -522,7 +519,7 @@ impl FlightSqlService for SqlService {
     ) -> Result<i64, Status> {
         let tenant = self.tenant(&request)?;
         check_ingest_target(&command)?;
-        Ok(self.ingest(&tenant, request.into_inner(), |_| {}).await?)
+        Ok(self.ingest(&tenant, request.into_inner(), None).await?)
     }
 
     async fn do_put_fallback(
