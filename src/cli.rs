@@ -209,7 +209,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", config.flight_addr))?;
         let flight_addr = flight_listener.local_addr()?;
         let stats = store.stats();
-        let state = AppState::new(store.clone(), config.max_body_bytes);
+        let state = AppState::new(store.clone(), config.max_body_bytes)
+            .with_query_limits(config.query_limits);
         let eventql = state.eventql().clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut http_stopped = stopped.clone();
@@ -221,7 +222,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             flight_listener,
             store.clone(),
             eventql,
-            allsource_flight::Auth::none(),
+            allsource_flight::Auth::tokens(config.flight_tokens.clone()),
             async move {
                 let _ = flight_stopped.wait_for(|stop| *stop).await;
             },
@@ -229,6 +230,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             http = %http_addr,
             flight = %flight_addr,
+            flight_auth = !config.flight_tokens.is_empty(),
             data_dir = %config.store.data_dir.display(),
             partitions = stats.partitions,
             streams = stats.streams,

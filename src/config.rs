@@ -2,7 +2,8 @@
 //! with `--config`, then `ALLSOURCE_*` environment variables, then flags.
 //!
 //! The file is flat: the server's keys (`http_addr`, `flight_addr`,
-//! `max_body_bytes`) and the store's (every name in
+//! `max_body_bytes`, `query_memory_bytes`, `query_timeout_ms`, `flight_tokens`) and
+//! the store's (every name in
 //! [`allsource_engine::SETTINGS`]); S3 settings go in an `[s3]` table.
 //!
 //! ```toml
@@ -13,10 +14,13 @@
 //! endpoint = "http://127.0.0.1:9000"
 //! ```
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use allsource_engine::StoreConfig;
+use allsource_sql::QueryLimits;
 use anyhow::{Context, bail};
 
 /// Everything `allsource serve` runs with.
@@ -31,13 +35,21 @@ pub struct ServeConfig {
     /// Largest HTTP request body, in bytes (default: the store's `max_request_bytes`
     /// plus room for JSON framing).
     pub max_body_bytes: usize,
+    /// Memory and time limits of each EventQL query (HTTP and Flight alike).
+    pub query_limits: QueryLimits,
+    /// Flight bearer tokens and the tenant each acts for; empty: no Flight auth,
+    /// every call acts for the tenant `default`.
+    pub flight_tokens: HashMap<String, String>,
 }
 
 /// Server settings: (name in the file, environment variable).
-const SERVER_SETTINGS: [(&str, &str); 3] = [
+const SERVER_SETTINGS: [(&str, &str); 6] = [
     ("http_addr", "ALLSOURCE_HTTP_ADDR"),
     ("flight_addr", "ALLSOURCE_FLIGHT_ADDR"),
     ("max_body_bytes", "ALLSOURCE_MAX_BODY_BYTES"),
+    ("query_memory_bytes", "ALLSOURCE_QUERY_MEMORY_BYTES"),
+    ("query_timeout_ms", "ALLSOURCE_QUERY_TIMEOUT_MS"),
+    ("flight_tokens", "ALLSOURCE_FLIGHT_TOKENS"),
 ];
 
 /// Values given on the command line (each wins over everything else).
@@ -66,6 +78,8 @@ impl ServeConfig {
             store,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            query_limits: QueryLimits::default(),
+            flight_tokens: HashMap::new(),
         }
     }
 
@@ -151,10 +165,46 @@ impl ServeConfig {
                 }
                 return Ok(true);
             }
+            "query_memory_bytes" => {
+                self.query_limits.memory_bytes = positive(key, value)?;
+            }
+            "query_timeout_ms" => {
+                self.query_limits.timeout = Duration::from_millis(positive(key, value)? as u64);
+            }
+            "flight_tokens" => self.flight_tokens = tokens(value)?,
             _ => self.store.set(key, value)?,
         }
         Ok(false)
     }
+}
+
+/// A whole number of at least 1.
+fn positive(key: &str, value: &str) -> anyhow::Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("{key} = {value:?} is not a whole number of at least 1"),
+    }
+}
+
+/// `token=tenant` pairs separated by commas.
+fn tokens(value: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut tokens = HashMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((token, tenant)) = pair.split_once('=') else {
+            bail!("flight_tokens: {pair:?} is not token=tenant");
+        };
+        let (token, tenant) = (token.trim(), tenant.trim());
+        if token.is_empty() || tenant.is_empty() {
+            bail!("flight_tokens: {pair:?} has an empty token or tenant");
+        }
+        if tokens
+            .insert(token.to_string(), tenant.to_string())
+            .is_some()
+        {
+            bail!("flight_tokens: a token appears twice");
+        }
+    }
+    Ok(tokens)
 }
 
 /// A request carrying `max_request_bytes` of events, plus JSON framing.
@@ -170,5 +220,48 @@ fn text_of(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_limits_and_flight_tokens_parse_or_are_refused() {
+        let mut config = ServeConfig::defaults();
+        config
+            .set("query_timeout_ms", "250")
+            .unwrap_or_else(|e| panic!("{e}"));
+        config
+            .set("query_memory_bytes", "1048576")
+            .unwrap_or_else(|e| panic!("{e}"));
+        config
+            .set("flight_tokens", "s3cret=acme, other = globex")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.query_limits.timeout, Duration::from_millis(250));
+        assert_eq!(config.query_limits.memory_bytes, 1 << 20);
+        assert_eq!(
+            config.flight_tokens.get("s3cret").map(String::as_str),
+            Some("acme")
+        );
+        assert_eq!(
+            config.flight_tokens.get("other").map(String::as_str),
+            Some("globex")
+        );
+        for (key, bad) in [
+            ("query_timeout_ms", "0"),
+            ("query_timeout_ms", "soon"),
+            ("query_memory_bytes", "-1"),
+            ("flight_tokens", "nopair"),
+            ("flight_tokens", "=acme"),
+            ("flight_tokens", "a=x,a=y"),
+        ] {
+            let err = config
+                .set(key, bad)
+                .err()
+                .unwrap_or_else(|| panic!("{key}={bad}"));
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Cross-crate integration tests: one test binary, a module per area.
 
 mod eventql;
+mod interop;
 mod log;
 mod server;
 mod util;

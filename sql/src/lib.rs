@@ -49,6 +49,7 @@ pub mod guard;
 pub mod json_numbers;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use allsource_engine::{EventStore, EventsTable};
@@ -108,6 +109,23 @@ pub struct EventQl {
     store: EventStore,
     limits: QueryLimits,
     runtime: Arc<QueryRuntime>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts one query as running until dropped (when its task ends, however it ends).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -136,7 +154,19 @@ impl EventQl {
             store,
             limits: QueryLimits::default(),
             runtime: Arc::new(QueryRuntime(Some(runtime))),
+            running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The per-query limits in force.
+    pub fn limits(&self) -> QueryLimits {
+        self.limits
+    }
+
+    /// How many queries are computing now. A streamed query counts until it ends,
+    /// fails, times out or its reader goes away.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Replace the per-query limits.
@@ -159,7 +189,11 @@ impl EventQl {
             .0
             .as_ref()
             .ok_or_else(|| QueryError::Plan("the query runtime has stopped".into()))?;
-        let mut running = runtime.spawn(frame.collect());
+        let guard = Running::start(&self.running);
+        let mut running = runtime.spawn(async move {
+            let _guard = guard;
+            frame.collect().await
+        });
         match tokio::time::timeout(self.limits.timeout, &mut running).await {
             Ok(Ok(result)) => result.map_err(|e| QueryError::from_datafusion(e, limit)),
             Ok(Err(e)) => Err(QueryError::Plan(format!("the query failed: {e}"))),
@@ -196,7 +230,9 @@ impl EventQl {
             .ok_or_else(|| QueryError::Plan("the query runtime has stopped".into()))?;
         let (sender, batches) = tokio::sync::mpsc::channel(QueryStream::AHEAD_BATCHES);
         let result_schema = Arc::clone(&schema);
+        let guard = Running::start(&self.running);
         runtime.spawn(async move {
+            let _guard = guard;
             let run = async {
                 let mut stream = datafusion::physical_plan::execute_stream(plan, task)
                     .map_err(|e| QueryError::from_datafusion(e, limit))?;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allsource_engine::EventStore;
-use allsource_sql::EventQl;
+use allsource_sql::{EventQl, QueryLimits};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -55,6 +55,12 @@ impl AppState {
             max_body_bytes,
             closing: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// Run EventQL queries under `limits` (replacing the defaults).
+    pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
+        self.eventql = self.eventql.with_limits(limits);
+        self
     }
 
     /// The EventQL instance the handlers query through (shared with the Flight

@@ -119,6 +119,7 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     gauge!("allsource_streams").set(stats.streams as f64);
     gauge!("allsource_visible_position").set(stats.visible_position as f64);
     gauge!("allsource_uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    gauge!("allsource_queries_running").set(app.eventql.running() as f64);
     for p in &stats.partition_stats {
         let label = [("partition", p.partition.to_string())];
         gauge!("allsource_partition_events", &label).set(p.events as f64);

@@ -184,3 +184,173 @@ fn ingest_query_prepare_and_browse_over_flight_sql() {
     let (status, log) = server.stop("-TERM");
     assert!(status.success(), "{log}");
 }
+
+/// DoPut with `authorization: Bearer <token>`.
+async fn put_as(server: &Server, token: &str, batches: Vec<RecordBatch>) -> Result<usize, String> {
+    let mut client = FlightClient::new(channel(server).await);
+    client
+        .add_header("authorization", &format!("Bearer {token}"))
+        .map_err(|e| e.to_string())?;
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![EVENTS_TABLE.into()])))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    let results = client.do_put(data).await.map_err(|e| e.to_string())?;
+    let acks: Vec<_> = results.try_collect().await.map_err(|e| e.to_string())?;
+    Ok(acks.len())
+}
+
+/// The error of running `sql` to the end, if it fails.
+async fn failure(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Option<tonic::Status> {
+    let info = match client.execute(sql.into(), None).await {
+        Ok(info) => info,
+        Err(e) => return Some(tonic::Status::unknown(e.to_string())),
+    };
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket?;
+        let mut stream = match client.do_get(ticket).await {
+            Ok(stream) => stream,
+            Err(e) => return Some(tonic::Status::unknown(e.to_string())),
+        };
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return Some(tonic::Status::unknown(e.to_string())),
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn tokens_pick_the_tenant_and_query_limits_apply_over_flight() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(
+        dir.path(),
+        &[],
+        &[
+            ("ALLSOURCE_FLIGHT_TOKENS", "s3cret=acme"),
+            ("ALLSOURCE_QUERY_MEMORY_BYTES", "4194304"),
+            ("ALLSOURCE_QUERY_TIMEOUT_MS", "1500"),
+        ],
+    );
+    runtime().block_on(async {
+        let batch = events(0, 3000, |i| format!(r#"{{"amount": {i}}}"#));
+        assert_eq!(put_as(&server, "s3cret", vec![batch.clone()]).await, Ok(1));
+        let refused = put_as(&server, "guess", vec![batch]).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("unknown token")),
+            "{refused:?}"
+        );
+
+        let mut anonymous = FlightSqlServiceClient::new(channel(&server).await);
+        let refused = anonymous.execute("SELECT 1".into(), None).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("Bearer")),
+            "{refused:?}"
+        );
+
+        let mut client = FlightSqlServiceClient::new(channel(&server).await);
+        let token = client
+            .handshake("user", "s3cret")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&token[..], b"s3cret");
+        client.set_token("s3cret".into());
+        assert_eq!(
+            count(&mut client).await,
+            3000,
+            "the token's tenant sees its events"
+        );
+
+        // A sort of 9M joined rows needs far more than 4 MiB.
+        let error = failure(
+            &mut client,
+            "SELECT a.payload, b.payload FROM events a, events b ORDER BY 1, 2",
+        )
+        .await
+        .unwrap_or_else(|| panic!("the memory limit did not apply"));
+        assert!(error.message().contains("memory"), "{error}");
+        // 27 billion joined rows cannot be counted in 1.5 s.
+        let error = failure(
+            &mut client,
+            "SELECT COUNT(*) FROM events a, events b, events c",
+        )
+        .await
+        .unwrap_or_else(|| panic!("the time limit did not apply"));
+        assert!(error.message().contains("time limit"), "{error}");
+        // The server goes on serving.
+        assert_eq!(count(&mut client).await, 3000);
+    });
+    let (status, log) = server.stop("-TERM");
+    assert!(status.success(), "{log}");
+}
+
+/// `allsource_queries_running` from `/metrics`.
+async fn queries_running(server: &Server) -> f64 {
+    let page = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    page.lines()
+        .find_map(|l| {
+            l.strip_prefix("allsource_queries_running ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no allsource_queries_running in\n{page}"))
+}
+
+#[test]
+fn dropping_a_result_stream_cancels_its_query() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::start(dir.path(), &[], &[]);
+    runtime().block_on(async {
+        put(
+            &server,
+            vec![events(0, 5000, |i| format!(r#"{{"n": {i}}}"#))],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut client = FlightSqlServiceClient::new(channel(&server).await);
+        // 25M rows: far more than a reader that stops after one batch takes.
+        let info = client
+            .execute(
+                "SELECT a.position, b.position FROM events a, events b".into(),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ticket = info.endpoint[0]
+            .ticket
+            .clone()
+            .unwrap_or_else(|| panic!("no ticket"));
+        let mut stream = client
+            .do_get(ticket)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = stream.try_next().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.is_some_and(|b| b.num_rows() > 0));
+        assert_eq!(
+            queries_running(&server).await,
+            1.0,
+            "the query waits for its reader"
+        );
+        drop(stream);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queries_running(&server).await > 0.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the query kept running"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let (status, log) = server.stop("-TERM");
+    assert!(status.success(), "{log}");
+}
