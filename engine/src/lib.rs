@@ -58,7 +58,8 @@ pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
 pub use snapshot::EntityState;
 pub use store::{
-    Environment, EventStore, PartitionStats, StoreStats, TableSnapshot, TierStats, WalStats,
+    Environment, EventStore, PartitionStats, PendingAppend, StoreStats, TableSnapshot, TierStats,
+    WalStats,
 };
 pub use subscription::{Subscription, SubscriptionFilter};
 pub use table::EventsTable;

@@ -375,6 +375,19 @@ impl EventStore {
     /// is a retry: nothing is appended and the original acknowledgements come back
     /// with `deduplicated: true`.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        self.submit(request)?.durable().await
+    }
+
+    /// The first half of [`append`](Self::append): check and sequence the request now,
+    /// without waiting for it to be durable.
+    ///
+    /// Every error a request can cause on its own (invalid events, a version conflict,
+    /// a request too large) is returned here, and then nothing of it is written.
+    /// Requests submitted one after the other are sequenced in that order, so a caller
+    /// can submit the next request while earlier ones are still being written, and
+    /// await each [`PendingAppend`] in turn. A failure afterwards is the store's own
+    /// (the WAL could not be written), and the store is then closed to appends.
+    pub fn submit(&self, request: AppendRequest) -> Result<PendingAppend> {
         let shared = &self.inner.shared;
         let limits = Limits {
             max_payload_bytes: shared.config.max_payload_bytes,
@@ -395,33 +408,28 @@ impl EventStore {
             });
             (outcome, ack, state.seq.next_position)
         };
-        match outcome {
+        let waiting = match outcome {
             Outcome::Appended(result) => {
                 let ack = ack.ok_or_else(|| Error::Internal("append without a waiter".into()))?;
-                ack.await.map_err(|_| Error::Closed)??;
-                self.snapshot_if_due(&request.tenant, &result);
-                Ok(result)
+                Waiting::Durable { result, ack }
             }
             Outcome::Retry(locations) => {
-                self.wait_visible(assigned_up_to).await?;
-                let mut events = Vec::with_capacity(locations.len());
                 let mut entities = Vec::with_capacity(locations.len());
                 for part in &request.streams {
                     entities.extend(part.events.iter().map(|_| part.entity_id.clone()));
                 }
-                for (entity_id, (partition, offset)) in entities.iter().zip(locations) {
-                    let stream = (request.tenant.as_str(), entity_id.as_str());
-                    let found = read_events_at(shared, partition, stream, vec![offset]).await?;
-                    let event = found.into_iter().next().ok_or_else(|| {
-                        Error::Internal(format!(
-                            "event at partition {partition} offset {offset} is not visible"
-                        ))
-                    })?;
-                    events.push(event);
+                Waiting::Retry {
+                    locations,
+                    entities,
+                    assigned_up_to,
                 }
-                Ok(retry_acks(&events))
             }
-        }
+        };
+        Ok(PendingAppend {
+            store: self.clone(),
+            tenant: request.tenant,
+            waiting,
+        })
     }
 
     /// Up to `max_count` events of a stream, from version `from_version` (1 = the
@@ -893,6 +901,66 @@ pub(crate) async fn read_events_at(
             }
         }
         return Ok(events);
+    }
+}
+
+/// A request that [`EventStore::submit`] has sequenced; awaiting
+/// [`durable`](Self::durable) gives what [`EventStore::append`] returns.
+#[derive(Debug)]
+#[must_use = "an append is acknowledged only once `durable` returns"]
+pub struct PendingAppend {
+    store: EventStore,
+    tenant: String,
+    waiting: Waiting,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    /// New events, durable once the WAL writer answers.
+    Durable {
+        result: AppendResult,
+        ack: oneshot::Receiver<Result<()>>,
+    },
+    /// A retry of events already in the log, at these (partition, offset)s.
+    Retry {
+        locations: Vec<(u16, u64)>,
+        entities: Vec<String>,
+        assigned_up_to: u64,
+    },
+}
+
+impl PendingAppend {
+    /// Wait until the events are durable (as the durability policy defines it) and
+    /// visible to readers.
+    pub async fn durable(self) -> Result<AppendResult> {
+        let store = &self.store;
+        match self.waiting {
+            Waiting::Durable { result, ack } => {
+                ack.await.map_err(|_| Error::Closed)??;
+                store.snapshot_if_due(&self.tenant, &result);
+                Ok(result)
+            }
+            Waiting::Retry {
+                locations,
+                entities,
+                assigned_up_to,
+            } => {
+                store.wait_visible(assigned_up_to).await?;
+                let shared = &store.inner.shared;
+                let mut events = Vec::with_capacity(locations.len());
+                for (entity_id, (partition, offset)) in entities.iter().zip(locations) {
+                    let stream = (self.tenant.as_str(), entity_id.as_str());
+                    let found = read_events_at(shared, partition, stream, vec![offset]).await?;
+                    let event = found.into_iter().next().ok_or_else(|| {
+                        Error::Internal(format!(
+                            "event at partition {partition} offset {offset} is not visible"
+                        ))
+                    })?;
+                    events.push(event);
+                }
+                Ok(retry_acks(&events))
+            }
+        }
     }
 }
 

@@ -34,6 +34,9 @@ use crate::error::FlightError;
 use crate::ingest::{BatchAck, batch_to_request};
 use crate::statement::{Statement, one_row};
 
+/// Batches of one DoPut being made durable at once (see [`SqlService::ingest`]).
+const APPENDS_IN_FLIGHT: usize = 4;
+
 /// The table DoPut and bulk ingest append to.
 pub const EVENTS_TABLE: &str = "events";
 
@@ -148,6 +151,12 @@ impl SqlService {
     /// batch's acknowledgement goes to `acks` when given (a slow reader holds up the
     /// next append; a reader that has gone leaves the appends standing). Returns the
     /// number of events appended.
+    ///
+    /// Batches are pipelined: a batch is checked and sequenced as soon as it arrives,
+    /// while up to [`APPENDS_IN_FLIGHT`] earlier ones are still being made durable,
+    /// so decoding, checking and WAL writes overlap and share fsyncs. Acknowledgements
+    /// still go out in batch order. The first batch that fails stops the DoPut: the
+    /// batches before it are acknowledged, nothing of it or after it is written.
     async fn ingest(
         &self,
         tenant: &str,
@@ -157,28 +166,53 @@ impl SqlService {
         let mut batches = FlightRecordBatchStream::new_from_flight_data(
             stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
         );
+        let mut in_flight = futures::stream::FuturesOrdered::new();
         let mut total = 0i64;
-        while let Some(batch) = batches.next().await {
-            let batch = batch
-                .map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let request = batch_to_request(tenant, &batch)?;
-            let result = self.store.append(request).await?;
-            if let Some(ack) = BatchAck::of(&result) {
-                total += ack.count as i64;
-                if let Some(acks) = acks {
-                    let message = serde_json::to_vec(&ack).unwrap_or_default();
-                    let _ = acks
-                        .send(Ok(PutResult {
-                            app_metadata: message.into(),
-                        }))
-                        .await;
+        let mut input_open = true;
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                biased;
+                Some(appended) = in_flight.next(), if !in_flight.is_empty() => {
+                    let result: allsource_engine::AppendResult = appended?;
+                    let Some(ack) = BatchAck::of(&result) else { continue };
+                    total += ack.count as i64;
+                    if let Some(acks) = acks {
+                        let message = serde_json::to_vec(&ack).unwrap_or_default();
+                        let _ = acks
+                            .send(Ok(PutResult {
+                                app_metadata: message.into(),
+                            }))
+                            .await;
+                    }
                 }
+                next = batches.next(), if input_open && failure.is_none() && in_flight.len() < APPENDS_IN_FLIGHT => {
+                    let Some(batch) = next else {
+                        input_open = false;
+                        continue;
+                    };
+                    let submitted = batch
+                        .map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))
+                        .and_then(|batch| {
+                            if batch.num_rows() == 0 {
+                                return Ok(None);
+                            }
+                            let request = batch_to_request(tenant, &batch)?;
+                            Ok(Some(self.store.submit(request)?))
+                        });
+                    match submitted {
+                        Ok(Some(pending)) => in_flight.push_back(pending.durable()),
+                        Ok(None) => {}
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                else => break,
             }
         }
-        Ok(total)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 
     /// A plain DoPut to the `events` path: one result message per batch.
