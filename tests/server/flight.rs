@@ -133,6 +133,27 @@ fn ingest_query_prepare_and_browse_over_flight_sql() {
         assert!(message.contains("no `event_type` column"), "{message}");
         assert_eq!(count(&mut client).await, 1000, "rejected batches wrote nothing");
 
+        // Batches sent back to back (appends pipelined), the third one bad: the two
+        // before it are acknowledged and written, nothing from it on.
+        let ok = |first| events(first, 10, |i| format!(r#"{{"n": {i}}}"#));
+        let bad = events(1020, 10, |i| if i == 1025 { "[".into() } else { "{}".into() });
+        let mut flight = FlightClient::new(channel(&server).await);
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![EVENTS_TABLE.into()])))
+            .build(futures::stream::iter([ok(1000), ok(1010), bad, ok(1030)].map(Ok)));
+        let mut results = flight.do_put(data).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut acked = Vec::new();
+        let error = loop {
+            match results.try_next().await {
+                Ok(Some(ack)) => acked.push(ack),
+                Ok(None) => panic!("the bad batch was accepted"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(acked.len(), 2, "{error}");
+        assert!(error.contains("payload"), "{error}");
+        assert_eq!(count(&mut client).await, 1020);
+
         // The announced schema is the schema of the data.
         let info = client
             .execute("SELECT entity_id, payload->>'amount' AS amount FROM events ORDER BY position LIMIT 3".into(), None)
@@ -156,7 +177,7 @@ fn ingest_query_prepare_and_browse_over_flight_sql() {
         prepared.set_parameters(params).unwrap_or_else(|e| panic!("{e}"));
         let info = prepared.execute().await.unwrap_or_else(|e| panic!("{e}"));
         let batches = fetch(&mut client, info).await;
-        assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 100);
+        assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 102);
 
         // The catalog lists the events table with its schema.
         let info = client
