@@ -6,8 +6,8 @@
 //!   `always` (each batch acknowledged once fsynced), ~120-byte JSON payloads.
 //! - DoGet: the whole log is flushed to Parquet, then `SELECT <columns> FROM events`
 //!   streams every row to the client, which decodes the batches. DuckDB runs the same
-//!   projection over `read_parquet(<the store's files>)` and hands out Arrow record
-//!   batches (`fetch_record_batch`), also decoded in full.
+//!   projection over `read_parquet([the files the manifest names])` and hands out Arrow record
+//!   batches (`to_arrow_reader`), also decoded in full.
 //!
 //! Run: `cargo bench --bench flight` (`-- --quick` for 1M events). Needs `python3`
 //! with `duckdb` and `pyarrow` for the comparison. Under `cargo test` it runs a tiny
@@ -23,7 +23,7 @@ use allsource::engine::{Durability, EventStore, StoreConfig};
 use allsource::flight::Auth;
 use allsource::flight::sql::EVENTS_TABLE;
 use allsource::sql::EventQl;
-use arrow::array::{RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -39,13 +39,13 @@ const COLUMNS: &str = "position, entity_id, event_type, version, timestamp, payl
 
 const DUCKDB: &str = r#"
 import duckdb, json, sys, time
-glob, columns = sys.argv[1], sys.argv[2]
+files, columns = json.loads(sys.argv[1]), sys.argv[2]
 con = duckdb.connect()
 con.execute("SET enable_progress_bar=false")
 times = []
 for _ in range(3):
     t = time.perf_counter()
-    reader = con.execute(f"SELECT {columns} FROM read_parquet(?)", [glob]).fetch_record_batch(65536)
+    reader = con.execute(f"SELECT {columns} FROM read_parquet(?)", [files]).to_arrow_reader(65536)
     rows = 0
     size = 0
     for batch in reader:
@@ -113,6 +113,7 @@ async fn run(base: &Path, events: usize, with_duckdb: bool) {
         .with_durability(Durability::Always);
     let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
     let eventql = EventQl::new(store.clone());
+    let files_query = eventql.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -129,6 +130,9 @@ async fn run(base: &Path, events: usize, with_duckdb: bool) {
     ));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap_or_else(|e| panic!("{e}"))
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .tcp_nodelay(true)
         .connect()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -201,8 +205,22 @@ async fn run(base: &Path, events: usize, with_duckdb: bool) {
         result.1 as f64 / 1e6 / get_time.as_secs_f64()
     );
     if with_duckdb {
-        let glob = dir.path().join("tables/data/*/*.parquet");
-        let theirs = duckdb(&glob);
+        // The files the manifest names now (not those compaction has replaced and
+        // not yet deleted).
+        let batches = files_query
+            .query("default", "SELECT path FROM files")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tables = dir.path().join("tables");
+        let files: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let paths = b.column(0).as_string::<i32>().clone();
+                (0..paths.len()).map(move |i| paths.value(i).to_string())
+            })
+            .map(|p| tables.join(p).display().to_string())
+            .collect();
+        let theirs = duckdb(&files);
         println!(
             "| DuckDB `read_parquet` to Arrow, same columns (median of 3) | {} | {:.2} | {:.0} | {:.0} (Arrow buffers) |",
             theirs.1,
@@ -256,10 +274,11 @@ async fn do_get(channel: Channel, sql: &str) -> (usize, usize) {
 }
 
 /// DuckDB's (seconds, rows, bytes) for the same projection over the same files.
-fn duckdb(glob: &Path) -> (f64, usize, usize) {
+fn duckdb(files: &[String]) -> (f64, usize, usize) {
+    let files = serde_json::to_string(files).unwrap_or_else(|e| panic!("{e}"));
     let output = Command::new("python3")
         .args(["-c", DUCKDB])
-        .arg(glob)
+        .arg(files)
         .arg(COLUMNS)
         .output()
         .unwrap_or_else(|e| {

@@ -38,6 +38,9 @@ pub use sql::SqlService;
 /// Largest message a client may send (a DoPut batch): 256 MiB.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// The HTTP/2 receive window of one call to start with.
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+
 /// The gRPC service over `store`.
 pub fn service(
     store: EventStore,
@@ -59,7 +62,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // HTTP/2 flow control: the default 64 KiB stream window holds a DoPut of
+    // megabyte batches to one window per round trip. Adaptive windows grow with the
+    // measured bandwidth-delay product, up to what the client sends.
     tonic::transport::Server::builder()
+        .http2_adaptive_window(Some(true))
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW_BYTES))
+        .tcp_nodelay(true)
         .add_service(service(store, eventql, auth))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

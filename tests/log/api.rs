@@ -432,3 +432,44 @@ async fn a_slow_subscriber_is_told_its_lag_and_misses_nothing() {
         Err(Error::Closed)
     ));
 }
+
+#[tokio::test]
+async fn submitted_appends_are_sequenced_in_order_and_fail_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = open(dir.path(), Durability::Always);
+    let request = |expected, n| {
+        AppendRequest::new("t").stream("a", expected, vec![event("x", n), event("x", n + 1)])
+    };
+    // The second expects the version the first leaves, before the first is durable.
+    let first = store
+        .submit(request(ExpectedVersion::NoStream, 0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = store
+        .submit(request(ExpectedVersion::Exact(2), 2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A conflict is found at submit time, and writes nothing.
+    let conflict = store.submit(request(ExpectedVersion::Exact(2), 4)).err();
+    assert!(
+        matches!(
+            conflict,
+            Some(Error::WrongExpectedVersion {
+                current: Some(4),
+                ..
+            })
+        ),
+        "{conflict:?}"
+    );
+    // Awaited out of order, each still gets its own acknowledgement.
+    let second = second.durable().await.unwrap_or_else(|e| panic!("{e}"));
+    let first = first.durable().await.unwrap_or_else(|e| panic!("{e}"));
+    let versions = |r: &allsource::engine::AppendResult| {
+        r.events.iter().map(|e| e.version).collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&first), vec![1, 2]);
+    assert_eq!(versions(&second), vec![3, 4]);
+    let read = store
+        .read_stream("t", "a", 1, usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.len(), 4);
+}
