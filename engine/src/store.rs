@@ -228,6 +228,9 @@ pub struct TierStats {
     pub files_compacted: u64,
     /// Replaced files waiting for their grace period to end.
     pub retired_files: u64,
+    /// Files whose footer and page index are held in memory (loaded when a flush
+    /// or compaction commits a file, or at its first read).
+    pub footers_cached: u64,
     /// The last flush error, if the last flush failed.
     pub last_error: Option<String>,
 }
@@ -830,6 +833,7 @@ impl EventStore {
                 compactions: t.compactions.load(Ordering::Relaxed),
                 files_compacted: t.files_compacted.load(Ordering::Relaxed),
                 retired_files: manifest.retired.len() as u64,
+                footers_cached: self.inner.shared.tier.reader.footers_cached() as u64,
                 last_error: t.last_error.lock().clone(),
             },
             partition_stats,

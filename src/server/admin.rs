@@ -47,6 +47,7 @@ pub(crate) async fn compaction_stats(State(app): State<AppState>) -> Json<Value>
         "compactions": tier.compactions,
         "files_compacted": tier.files_compacted,
         "retired_files": tier.retired_files,
+        "footers_cached": tier.footers_cached,
         "manifest_version": tier.manifest_version,
     }))
 }

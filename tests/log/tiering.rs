@@ -111,6 +111,8 @@ async fn flushed_events_read_back_the_same_from_parquet() {
     assert_eq!(parquet_files(dir.path()).len() as u64, report.files);
     let stats = store.stats();
     assert_eq!(stats.tier.flushed_position, 600);
+    // The flush loaded the new files' footers: the first reads need not.
+    assert_eq!(stats.tier.footers_cached, report.files);
     assert_eq!(
         stats
             .partition_stats

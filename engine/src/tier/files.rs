@@ -241,6 +241,16 @@ impl FileReader {
         }
     }
 
+    /// How many files' footers are held in memory.
+    pub fn footers_cached(&self) -> usize {
+        self.footers.lock().len()
+    }
+
+    /// Read `file`'s footer and page index into the cache, if not there yet.
+    pub async fn load_footer(&self, file: &FileEntry) -> Result<()> {
+        self.footer(file).await.map(|_| ())
+    }
+
     async fn footer(&self, file: &FileEntry) -> Result<ArrowReaderMetadata> {
         if let Some(footer) = self.footers.lock().get(&file.path) {
             return Ok(footer.clone());

@@ -107,7 +107,20 @@ impl Tier {
         manifest::commit(self.store(), &next).await?;
         let next = Arc::new(next);
         *self.manifest.write() = Arc::clone(&next);
+        self.load_footers(&current, &next).await;
         Ok(next)
+    }
+
+    /// Load the footers of the files `next` adds to `current`, so the first read of a
+    /// new file does not wait for its footer and page index. Best effort: a failure
+    /// here only means the first read loads the footer itself.
+    async fn load_footers(&self, current: &Manifest, next: &Manifest) {
+        let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
+        for file in next.files.iter().filter(|f| !known.contains(f.path.as_str())) {
+            if let Err(err) = self.reader.load_footer(file).await {
+                tracing::warn!(path = %file.path, error = %err, "loading a new file's footer");
+            }
+        }
     }
 
     /// Delete every data file the manifest does not name (uploads whose commit never
