@@ -123,7 +123,7 @@ async fn run(base: &Path, events: u64, with_duckdb: bool) {
         seed ^= seed << 17;
         seed % n
     };
-    let rounds = if with_duckdb { 300 } else { 20 };
+    let rounds = if with_duckdb { 1000 } else { 20 };
     let mut latency_rows = Vec::new();
     for (name, prefix, count) in [
         ("Rust API read_stream, from Parquet", "customer", customers),

@@ -27,6 +27,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -157,13 +158,18 @@ impl TableProvider for EventsTable {
             .table_snapshot(&partitions)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
 
-        // Scan the requested columns plus the tenant, filter on the tenant, then
-        // drop it again if it was not asked for.
+        // Scan the requested columns plus the tenant (and the ingestion time for a
+        // table as of a time), filter on them, then drop them again if they were not
+        // asked for.
         let mut columns_read: Vec<usize> = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let kept = columns_read.len();
-        for needed in [columns::TENANT, columns::INGESTED_AT] {
+        let mut needed = vec![columns::TENANT];
+        if self.as_of.is_some() {
+            needed.push(columns::INGESTED_AT);
+        }
+        for needed in needed {
             if !columns_read.contains(&needed) {
                 columns_read.push(needed);
             }
@@ -192,13 +198,26 @@ impl TableProvider for EventsTable {
             .map(|f| PartitionedFile::new(f.path.clone(), f.bytes))
             .collect();
         if !files.is_empty() {
+            // Filtered rows are skipped, not decoded and dropped: a selective filter
+            // (an event type, a stream) leaves scattered rows in clustered files,
+            // where decoding every payload only to drop most cost a fifth of a scan.
+            let mut options = datafusion::config::TableParquetOptions::default();
+            options.global.force_filter_selections = true;
             let mut source = ParquetSource::new(Arc::clone(&self.schema))
+                .with_table_parquet_options(options)
                 .with_bloom_filter_on_read(true)
                 .with_enable_page_index(true)
                 .with_pushdown_filters(true);
             if let Some(predicate) = &predicate {
                 source = source.with_predicate(Arc::clone(predicate));
             }
+            // Footers and page indexes come from the session's metadata cache, kept
+            // across queries by whoever built the session.
+            let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let store = state.runtime_env().object_store(&self.storage_url)?;
+            source = source.with_parquet_file_reader_factory(Arc::new(
+                CachedParquetFileReaderFactory::new(store, footers),
+            ));
             let groups = split_groups(files, state.config().target_partitions());
             let config = FileScanConfigBuilder::new(self.storage_url.clone(), Arc::new(source))
                 .with_file_groups(groups)

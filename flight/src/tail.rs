@@ -88,7 +88,7 @@ pub fn follow(
     let subscription = store.subscribe(tenant, from, filter);
     let schema = event_schema();
     futures::stream::unfold(Some(subscription), move |subscription| {
-        let schema = schema.clone();
+        let schema = std::sync::Arc::clone(&schema);
         async move {
             let mut subscription = subscription?;
             let batch = match subscription.next_batch().await {

@@ -116,7 +116,11 @@ impl Tier {
     /// here only means the first read loads the footer itself.
     async fn load_footers(&self, current: &Manifest, next: &Manifest) {
         let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
-        for file in next.files.iter().filter(|f| !known.contains(f.path.as_str())) {
+        for file in next
+            .files
+            .iter()
+            .filter(|f| !known.contains(f.path.as_str()))
+        {
             if let Err(err) = self.reader.load_footer(file).await {
                 tracing::warn!(path = %file.path, error = %err, "loading a new file's footer");
             }
