@@ -14,7 +14,11 @@
 //! smoke version without DuckDB. `ALLSOURCE_BENCH_DIR` puts the store on another disk
 //! (default: `target/bench-data`); other `ALLSOURCE_*` settings apply.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::Size;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,22 +61,9 @@ print(json.dumps({"seconds": times[1], "rows": rows, "bytes": size}))
 "#;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let benching = args.iter().any(|a| a == "--bench");
-    let events: usize = match (benching, args.iter().any(|a| a == "--quick")) {
-        (false, _) => 30_000,
-        (true, true) => 1_000_000,
-        (true, false) => 10_000_000,
-    };
-    let base = std::env::var("ALLSOURCE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    runtime.block_on(run(&base, events, benching));
+    let size = Size::from_args();
+    let events: usize = size.pick(30_000, 1_000_000, 10_000_000);
+    common::runtime().block_on(run(&common::data_dir(), events, size != Size::Smoke));
 }
 
 /// Batch `i` of the load: 10,000 events of 1,000 entities.

@@ -16,8 +16,12 @@
 //! it runs a tiny smoke version. Stores go to `ALLSOURCE_BENCH_DIR` (default
 //! `target/bench-data`).
 
+mod common;
+
+use common::Size;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -245,23 +249,13 @@ fn print_table(rows: &mut [Row]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let benching = args.iter().any(|a| a == "--bench");
-    let quick = args.iter().any(|a| a == "--quick");
-    let (single_requests, batch_requests, query_rows, runs) = match (benching, quick) {
-        (false, _) => (2, 1, 10_000, 1),
-        (true, true) => (100, 2, 200_000, 3),
-        (true, false) => (500, 8, 1_000_000, 5),
-    };
-    let base = std::env::var("ALLSOURCE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/bench-data"))
-        .join("http");
-    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (single_requests, batch_requests, query_rows, runs) = Size::from_args().pick(
+        (2, 1, 10_000, 1),
+        (100, 2, 200_000, 3),
+        (500, 8, 1_000_000, 5),
+    );
+    let base = common::data_dir().join("http");
+    let runtime = common::runtime();
     let mut rows = runtime.block_on(async {
         vec![
             appends(&base.join("single"), 64, single_requests, 1).await,

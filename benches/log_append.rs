@@ -17,8 +17,12 @@
 //! `cargo test` (no `--bench` argument) it runs a tiny smoke version. Set
 //! `ALLSOURCE_BENCH_DIR` to put the stores on another disk (default: `target/bench-data`).
 
+mod common;
+
+use common::Size;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use allsource::engine::{
@@ -34,20 +38,9 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let benching = args.iter().any(|a| a == "--bench");
-    let scale = match (benching, args.iter().any(|a| a == "--quick")) {
-        (false, _) => 1000,
-        (true, true) => 10,
-        (true, false) => 1,
-    };
-    let base = std::env::var("ALLSOURCE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let scale = Size::from_args().pick(1000, 10, 1);
+    let base = common::data_dir();
+    let runtime = common::runtime();
 
     let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with("--")).collect();
     let fsync = fsync_latencies(&base, 1000 / scale as usize);

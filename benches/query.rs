@@ -12,7 +12,11 @@
 //! a tiny smoke version without DuckDB. Set `ALLSOURCE_BENCH_DIR` to put the store on
 //! another disk (default: `target/bench-data`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::Size;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,22 +69,9 @@ print(json.dumps(out))
 "#;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let benching = args.iter().any(|a| a == "--bench");
-    let events: u64 = match (benching, args.iter().any(|a| a == "--quick")) {
-        (false, _) => 20_000,
-        (true, true) => 1_000_000,
-        (true, false) => 10_000_000,
-    };
-    let base = std::env::var("ALLSOURCE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    runtime.block_on(run(&base, events, benching));
+    let size = Size::from_args();
+    let events: u64 = size.pick(20_000, 1_000_000, 10_000_000);
+    common::runtime().block_on(run(&common::data_dir(), events, size != Size::Smoke));
 }
 
 async fn run(base: &Path, events: u64, with_duckdb: bool) {

@@ -66,8 +66,8 @@ impl ScalarUDFImpl for UtcDateTrunc {
             Some(DataType::Timestamp(_, Some(zone))) if is_utc(&zone) => zone,
             _ => return self.builtin.invoke_with_args(args),
         };
-        let value = args.args.remove(1);
-        args.args.insert(1, with_zone(value, None)?);
+        let value = std::mem::replace(&mut args.args[1], ColumnarValue::Scalar(ScalarValue::Null));
+        args.args[1] = with_zone(value, None)?;
         if let Some(field) = args.arg_fields.get_mut(1) {
             *field = without_zone(field);
         }

@@ -1,0 +1,58 @@
+//! What the macro benchmarks share: the size of a run, where their stores go, and
+//! the runtime they drive them from.
+
+use std::path::PathBuf;
+
+/// How big a run is, from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Under `cargo test` (no `--bench` argument): a tiny run that only checks the
+    /// benchmark still works.
+    Smoke,
+    /// `cargo bench --bench … -- --quick`.
+    Quick,
+    /// `cargo bench --bench …`.
+    Full,
+}
+
+impl Size {
+    /// The size the process's arguments ask for.
+    pub fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        match (
+            args.iter().any(|a| a == "--bench"),
+            args.iter().any(|a| a == "--quick"),
+        ) {
+            (false, _) => Size::Smoke,
+            (true, true) => Size::Quick,
+            (true, false) => Size::Full,
+        }
+    }
+
+    /// One of three values, by size.
+    pub fn pick<T>(self, smoke: T, quick: T, full: T) -> T {
+        match self {
+            Size::Smoke => smoke,
+            Size::Quick => quick,
+            Size::Full => full,
+        }
+    }
+}
+
+/// The directory the stores go in, created: `ALLSOURCE_BENCH_DIR` (to put them on
+/// another disk) or `target/bench-data`.
+pub fn data_dir() -> PathBuf {
+    let base = std::env::var("ALLSOURCE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/bench-data"));
+    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+    base
+}
+
+/// A multi-threaded runtime (one worker per core).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("starting a runtime: {e}"))
+}
