@@ -210,7 +210,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let flight_addr = flight_listener.local_addr()?;
         let stats = store.stats();
         let state = AppState::new(store.clone(), config.max_body_bytes)
-            .with_query_limits(config.query_limits);
+            .with_query_limits(config.query_limits)
+            .with_graphql_limits(config.graphql_limits.clone());
         let eventql = state.eventql().clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut http_stopped = stopped.clone();

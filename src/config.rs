@@ -2,7 +2,8 @@
 //! with `--config`, then `ALLSOURCE_*` environment variables, then flags.
 //!
 //! The file is flat: the server's keys (`http_addr`, `flight_addr`,
-//! `max_body_bytes`, `query_memory_bytes`, `query_timeout_ms`, `flight_tokens`) and
+//! `max_body_bytes`, `query_memory_bytes`, `query_timeout_ms`, `flight_tokens`, the
+//! `graphql_*` limits) and
 //! the store's (every name in
 //! [`allsource_engine::SETTINGS`]); S3 settings go in an `[s3]` table.
 //!
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use allsource_engine::StoreConfig;
+use allsource_graphql::GraphqlLimits;
 use allsource_sql::QueryLimits;
 use anyhow::{Context, bail};
 
@@ -40,16 +42,24 @@ pub struct ServeConfig {
     /// Flight bearer tokens and the tenant each acts for; empty: no Flight auth,
     /// every call acts for the tenant `default`.
     pub flight_tokens: HashMap<String, String>,
+    /// The limits GraphQL requests are checked against.
+    pub graphql_limits: GraphqlLimits,
 }
 
 /// Server settings: (name in the file, environment variable).
-const SERVER_SETTINGS: [(&str, &str); 6] = [
+const SERVER_SETTINGS: [(&str, &str); 12] = [
     ("http_addr", "ALLSOURCE_HTTP_ADDR"),
     ("flight_addr", "ALLSOURCE_FLIGHT_ADDR"),
     ("max_body_bytes", "ALLSOURCE_MAX_BODY_BYTES"),
     ("query_memory_bytes", "ALLSOURCE_QUERY_MEMORY_BYTES"),
     ("query_timeout_ms", "ALLSOURCE_QUERY_TIMEOUT_MS"),
     ("flight_tokens", "ALLSOURCE_FLIGHT_TOKENS"),
+    ("graphql_max_depth", "ALLSOURCE_GRAPHQL_MAX_DEPTH"),
+    ("graphql_max_complexity", "ALLSOURCE_GRAPHQL_MAX_COMPLEXITY"),
+    ("graphql_max_aliases", "ALLSOURCE_GRAPHQL_MAX_ALIASES"),
+    ("graphql_max_batch", "ALLSOURCE_GRAPHQL_MAX_BATCH"),
+    ("graphql_timeout_ms", "ALLSOURCE_GRAPHQL_TIMEOUT_MS"),
+    ("graphql_introspection", "ALLSOURCE_GRAPHQL_INTROSPECTION"),
 ];
 
 /// Values given on the command line (each wins over everything else).
@@ -80,6 +90,7 @@ impl ServeConfig {
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             query_limits: QueryLimits::default(),
             flight_tokens: HashMap::new(),
+            graphql_limits: GraphqlLimits::default(),
         }
     }
 
@@ -172,6 +183,22 @@ impl ServeConfig {
                 self.query_limits.timeout = Duration::from_millis(positive(key, value)? as u64);
             }
             "flight_tokens" => self.flight_tokens = tokens(value)?,
+            "graphql_max_depth" => self.graphql_limits.max_depth = positive(key, value)?,
+            "graphql_max_complexity" => {
+                self.graphql_limits.max_complexity = positive(key, value)?;
+            }
+            "graphql_max_aliases" => self.graphql_limits.max_aliases = positive(key, value)?,
+            "graphql_max_batch" => self.graphql_limits.max_batch = positive(key, value)?,
+            "graphql_timeout_ms" => {
+                self.graphql_limits.timeout = Duration::from_millis(positive(key, value)? as u64);
+            }
+            "graphql_introspection" => {
+                self.graphql_limits.introspection = match value.trim() {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => bail!("{key} = {value:?} is not true or false"),
+                };
+            }
             _ => self.store.set(key, value)?,
         }
         Ok(false)

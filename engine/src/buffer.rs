@@ -99,6 +99,8 @@ pub(crate) struct BatchBuilder {
     offset: Vec<u64>,
     position: Vec<u64>,
     event_id: StringBuilder,
+    /// Each row's [`EventRow::event_uuid`], 0 when not known.
+    event_uuid: Vec<u128>,
     timestamp: Vec<i64>,
     ingested_at: Vec<i64>,
     payload: StringBuilder,
@@ -118,6 +120,7 @@ impl BatchBuilder {
             offset: Vec::with_capacity(rows),
             position: Vec::with_capacity(rows),
             event_id: strings(36),
+            event_uuid: Vec::with_capacity(rows),
             timestamp: Vec::with_capacity(rows),
             ingested_at: Vec::with_capacity(rows),
             payload: strings(256),
@@ -141,6 +144,7 @@ impl BatchBuilder {
         self.offset.push(row.offset);
         self.position.push(row.position);
         self.event_id.append_value(row.event_id);
+        self.event_uuid.push(row.event_uuid.unwrap_or(0));
         self.timestamp.push(row.timestamp_micros);
         self.ingested_at.push(row.ingested_at_micros);
         self.payload.append_value(row.payload);
@@ -178,6 +182,7 @@ impl BatchBuilder {
             first_position: self.first_position,
             last_position: self.last_position,
             batch,
+            event_uuids: self.event_uuid,
         })
     }
 }
@@ -196,10 +201,20 @@ const SHARED_EVENT_TYPES: usize = 16;
 pub(crate) struct SharedText {
     tenant: Option<Arc<str>>,
     entity_id: Option<Arc<str>>,
+    /// Set when every row decoded belongs to this stream: its columns are not read.
+    stream: Option<(Arc<str>, Arc<str>)>,
     event_types: Vec<Arc<str>>,
 }
 
 impl SharedText {
+    /// For decoding rows that all belong to the stream `(tenant, entity_id)`.
+    pub fn of_stream(tenant: &str, entity_id: &str) -> Self {
+        Self {
+            stream: Some((Arc::from(tenant), Arc::from(entity_id))),
+            ..Self::default()
+        }
+    }
+
     fn tenant(&mut self, text: &str) -> Arc<str> {
         share_last(&mut self.tenant, text)
     }
@@ -238,6 +253,9 @@ pub(crate) struct EventColumns<'a> {
     offset: &'a UInt64Array,
     position: &'a UInt64Array,
     event_id: &'a arrow::array::StringArray,
+    /// Each row's event id as a UUID value (0: not one), when the buffer kept them;
+    /// empty otherwise.
+    event_uuids: &'a [u128],
     timestamp: &'a TimestampMicrosecondArray,
     ingested_at: &'a TimestampMicrosecondArray,
     /// Shared by the events decoded from it (see [`JsonText`]).
@@ -265,6 +283,7 @@ impl<'a> EventColumns<'a> {
             offset: u64s(columns::OFFSET),
             position: u64s(columns::POSITION),
             event_id: text(columns::EVENT_ID),
+            event_uuids: &[],
             timestamp: micros(columns::TIMESTAMP),
             ingested_at: micros(columns::INGESTED_AT),
             payload: Arc::new(text(columns::PAYLOAD).clone()),
@@ -272,17 +291,34 @@ impl<'a> EventColumns<'a> {
         }
     }
 
+    /// With the rows' event ids as UUID values (see [`Sealed::event_uuids`]).
+    fn with_event_uuids(mut self, event_uuids: &'a [u128]) -> Self {
+        self.event_uuids = event_uuids;
+        self
+    }
+
     /// Row `row` as an owned event, its repeated text taken from `shared`.
     pub fn event(&self, row: usize, shared: &mut SharedText) -> RecordedEvent {
+        let (tenant, entity_id) = match &shared.stream {
+            Some((tenant, entity_id)) => (Arc::clone(tenant), Arc::clone(entity_id)),
+            None => (
+                shared.tenant(self.tenant.value(row)),
+                shared.entity_id(self.entity_id.value(row)),
+            ),
+        };
+        let event_id = match self.event_uuids.get(row) {
+            Some(uuid) if *uuid != 0 => EventId::from_uuid(*uuid),
+            _ => EventId::from(self.event_id.value(row)),
+        };
         RecordedEvent {
-            tenant: shared.tenant(self.tenant.value(row)),
-            entity_id: shared.entity_id(self.entity_id.value(row)),
+            tenant,
+            entity_id,
             event_type: shared.event_type(self.event_type.value(row)),
             version: self.version.value(row),
             partition: self.partition.value(row),
             offset: self.offset.value(row),
             position: self.position.value(row),
-            event_id: EventId::from(self.event_id.value(row)),
+            event_id,
             timestamp_micros: self.timestamp.value(row),
             ingested_at_micros: self.ingested_at.value(row),
             payload: JsonText::new(Arc::clone(&self.payload), row),
@@ -301,6 +337,9 @@ struct Sealed {
     first_position: u64,
     last_position: u64,
     batch: RecordBatch,
+    /// Each row's event id as a UUID value, 0 when it is not one: a stream read
+    /// takes the id from here instead of parsing the text column.
+    event_uuids: Vec<u128>,
 }
 
 /// One partition: sealed batches, then the open tail that publishing appends to.
@@ -436,6 +475,7 @@ impl LogBuffer {
                 first_position: tail[0].first_position,
                 last_position: tail[MERGE_FANIN - 1].last_position,
                 batch: merged,
+                event_uuids: tail.iter().flat_map(|s| &s.event_uuids).copied().collect(),
             };
             batches.truncate(n - MERGE_FANIN);
             batches.push(sealed);
@@ -503,10 +543,16 @@ impl LogBuffer {
         Ok(Some(out))
     }
 
-    /// Events of `partition` at the given ascending offsets; stops at the first offset
-    /// not yet visible, so the result is always a prefix. `None` when some of the
-    /// offsets have been released.
-    pub fn events_at(&self, partition: u16, offsets: &[u64]) -> Result<Option<Vec<RecordedEvent>>> {
+    /// Events of the stream `(tenant, entity_id)` in `partition` at the given
+    /// ascending offsets (all of them the stream's); stops at the first offset not yet
+    /// visible, so the result is always a prefix. `None` when some of the offsets
+    /// have been released.
+    pub fn events_at(
+        &self,
+        partition: u16,
+        (tenant, entity_id): (&str, &str),
+        offsets: &[u64],
+    ) -> Result<Option<Vec<RecordedEvent>>> {
         let last = offsets.last().copied().unwrap_or(0);
         let state = self.read_state(partition, |s| last >= s.tail_first_offset())?;
         if offsets
@@ -519,7 +565,7 @@ impl LogBuffer {
         let mut out = Vec::with_capacity(offsets.len());
         let mut at = 0;
         let mut columns: Option<(usize, EventColumns<'_>)> = None;
-        let mut shared = SharedText::default();
+        let mut shared = SharedText::of_stream(tenant, entity_id);
         for offset in offsets {
             at += batches[at..]
                 .partition_point(|s| s.first_offset + s.batch.num_rows() as u64 <= *offset);
@@ -527,7 +573,10 @@ impl LogBuffer {
                 break;
             };
             if columns.as_ref().is_none_or(|(i, _)| *i != at) {
-                columns = Some((at, EventColumns::new(&sealed.batch)));
+                columns = Some((
+                    at,
+                    EventColumns::new(&sealed.batch).with_event_uuids(&sealed.event_uuids),
+                ));
             }
             if let Some((_, decoded)) = &columns {
                 out.push(decoded.event((offset - sealed.first_offset) as usize, &mut shared));
@@ -566,6 +615,7 @@ impl LogBuffer {
         if let Some(first) = state.sealed.first_mut().filter(|s| s.first_offset < offset) {
             let cut = (offset - first.first_offset) as usize;
             first.batch = first.batch.slice(cut, first.batch.num_rows() - cut);
+            first.event_uuids.drain(..cut);
             first.first_offset = offset;
             first.first_position = first
                 .batch
@@ -621,16 +671,22 @@ fn size_class(rows: usize) -> u32 {
 mod tests {
     use super::*;
 
+    /// An event of the stream ("t", "s"); every third id is a UUID.
     fn event(partition: u16, offset: u64, position: u64) -> RecordedEvent {
+        let event_id = if position.is_multiple_of(3) {
+            EventId::from_uuid(u128::from(position) << 64 | 0x7000)
+        } else {
+            format!("id{position}").into()
+        };
         RecordedEvent {
             tenant: "t".into(),
-            entity_id: format!("e{offset}").into(),
+            entity_id: "s".into(),
             event_type: "x".into(),
             version: 1,
             partition,
             offset,
             position,
-            event_id: format!("id{position}").into(),
+            event_id,
             timestamp_micros: 1,
             ingested_at_micros: 2,
             payload: "{}".into(),
@@ -671,6 +727,17 @@ mod tests {
         assert_eq!(read(buffer.read_offsets(1, 10, 900)), expected[10..900]);
         assert_eq!(read(buffer.read_positions(1, 21, 41)), expected[10..20]);
         assert!(read(buffer.read_offsets(0, 0, 10)).is_empty());
+        // Stream reads take ids from the kept UUID values, which merge with their rows.
+        let offsets: Vec<u64> = (5..1000).step_by(4).collect();
+        let got = buffer
+            .events_at(1, ("t", "s"), &offsets)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_default();
+        let want: Vec<_> = offsets
+            .iter()
+            .map(|o| expected[*o as usize].clone())
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -688,7 +755,7 @@ mod tests {
         assert_eq!(buffer.next_offset(0), 250);
         let offsets: Vec<u64> = (190..250).step_by(7).collect();
         let got = buffer
-            .events_at(0, &offsets)
+            .events_at(0, ("t", "s"), &offsets)
             .unwrap_or_else(|err| panic!("{err}"))
             .unwrap_or_default();
         let want: Vec<_> = offsets
@@ -702,10 +769,10 @@ mod tests {
         buffer.release(0, 130).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(buffer.partition_size(0).1, 120);
         assert!(matches!(buffer.read_offsets(0, 129, 140), Ok(None)));
-        assert!(matches!(buffer.events_at(0, &[10]), Ok(None)));
+        assert!(matches!(buffer.events_at(0, ("t", "s"), &[10]), Ok(None)));
         assert!(matches!(buffer.read_positions(0, 100, 200), Ok(None)));
         let kept = buffer
-            .events_at(0, &[130, 249])
+            .events_at(0, ("t", "s"), &[130, 249])
             .unwrap_or_else(|err| panic!("{err}"))
             .unwrap_or_default();
         assert_eq!(kept, vec![events[130].clone(), events[249].clone()]);

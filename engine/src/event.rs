@@ -374,6 +374,7 @@ impl RecordedEvent {
                 offset: self.offset,
                 position: self.position,
                 event_id,
+                event_uuid: self.event_id.uuid_value(),
                 timestamp_micros: self.timestamp_micros,
                 ingested_at_micros: self.ingested_at_micros,
                 payload: &self.payload,
@@ -396,6 +397,9 @@ pub(crate) struct EventRow<'a> {
     pub offset: u64,
     pub position: u64,
     pub event_id: &'a str,
+    /// `event_id`'s value when it is a UUID in canonical form, if known (so the
+    /// buffer keeps it without parsing the text).
+    pub event_uuid: Option<u128>,
     pub timestamp_micros: i64,
     pub ingested_at_micros: i64,
     pub payload: &'a str,

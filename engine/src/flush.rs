@@ -223,6 +223,7 @@ fn restore_batch(seq: &mut Sequencer, batch: &RecordBatch) -> std::result::Resul
             offset: offset.value(row),
             position: position.value(row),
             event_id: event_id.value(row),
+            event_uuid: None,
             timestamp_micros: 0,
             ingested_at_micros: 0,
             payload: "",

@@ -179,6 +179,7 @@ impl Sequencer {
                     offset,
                     position: self.next_position,
                     event_id: id,
+                    event_uuid: event_id.uuid_value(),
                     timestamp_micros: data.timestamp_micros.unwrap_or(now_micros),
                     ingested_at_micros: now_micros,
                     payload: &data.payload,

@@ -877,8 +877,9 @@ pub(crate) async fn read_events_at(
         let manifest = shared.tier.manifest();
         let split = manifest.next_offsets[usize::from(partition)];
         let flushed = offsets.partition_point(|o| *o < split);
-        let mut events = Vec::with_capacity(offsets.len());
+        let mut events = Vec::new();
         if flushed > 0 {
+            events.reserve_exact(offsets.len());
             let task_shared = Arc::clone(shared);
             let task_manifest = Arc::clone(&manifest);
             let wanted = offsets[..flushed].to_vec();
@@ -899,7 +900,11 @@ pub(crate) async fn read_events_at(
             }
         }
         if flushed < offsets.len() {
-            match shared.buffer.events_at(partition, &offsets[flushed..])? {
+            match shared
+                .buffer
+                .events_at(partition, stream, &offsets[flushed..])?
+            {
+                Some(buffered) if events.is_empty() => return Ok(buffered),
                 Some(buffered) => events.extend(buffered),
                 None => continue,
             }

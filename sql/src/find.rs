@@ -8,6 +8,30 @@ use datafusion::scalar::ScalarValue;
 
 use crate::{EventQl, QueryError, as_of};
 
+/// The order events are found in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EventOrder {
+    /// Log order, oldest first.
+    #[default]
+    PositionAsc,
+    /// Log order, newest first.
+    PositionDesc,
+    /// Event time, earliest first (ties in log order).
+    TimestampAsc,
+    /// Event time, latest first (ties newest first).
+    TimestampDesc,
+}
+
+/// Where the previous page ended: its last event's position, and for the event-time
+/// orders its event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    /// The last event's position.
+    pub position: u64,
+    /// The last event's event time (microseconds); used by the event-time orders.
+    pub timestamp_micros: i64,
+}
+
 /// Which events to find. Every field left `None` matches everything.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -21,14 +45,19 @@ pub struct EventFilter {
     pub until_micros: Option<i64>,
     /// The log as it was at this ingestion time (time travel).
     pub as_of_micros: Option<i64>,
-    /// Only events after this position (the cursor of the previous page).
+    /// Only events after this position (the cursor of the previous page) in
+    /// [`EventOrder::PositionAsc`]; see [`EventFilter::after`] for the other orders.
     pub after_position: Option<u64>,
+    /// Only events that come after this one in `order` (the previous page's end).
+    pub after: Option<After>,
+    /// The order, log order by default.
+    pub order: EventOrder,
     /// Most events returned.
     pub limit: usize,
 }
 
 impl EventQl {
-    /// The events of `tenant` matching `filter`, in position order, at most
+    /// The events of `tenant` matching `filter`, in `filter.order`, at most
     /// `filter.limit`, under the per-query limits.
     pub async fn find_events(
         &self,
@@ -65,12 +94,38 @@ impl EventQl {
         if let Some(after) = filter.after_position {
             predicates.push(col("position").gt(lit(after)));
         }
+        let ascending = matches!(
+            filter.order,
+            EventOrder::PositionAsc | EventOrder::TimestampAsc
+        );
+        let by_time = matches!(
+            filter.order,
+            EventOrder::TimestampAsc | EventOrder::TimestampDesc
+        );
+        if let Some(after) = filter.after {
+            let past = |column: &str, value| match ascending {
+                true => col(column).gt(value),
+                false => col(column).lt(value),
+            };
+            let position = lit(after.position);
+            predicates.push(match by_time {
+                false => past("position", position),
+                true => past("timestamp", micros(after.timestamp_micros)).or(col("timestamp")
+                    .eq(micros(after.timestamp_micros))
+                    .and(past("position", position))),
+            });
+        }
         let mut frame = ctx.table(table.as_str()).await.map_err(df_err)?;
         for predicate in predicates {
             frame = frame.filter(predicate).map_err(df_err)?;
         }
+        let mut order = Vec::new();
+        if by_time {
+            order.push(col("timestamp").sort(ascending, false));
+        }
+        order.push(col("position").sort(ascending, false));
         let frame = frame
-            .sort(vec![col("position").sort(true, false)])
+            .sort(order)
             .and_then(|f| f.limit(0, Some(filter.limit)))
             .map_err(df_err)?;
         let batches = self.collect(frame).await?;

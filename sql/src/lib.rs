@@ -72,7 +72,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 pub use error::QueryError;
-pub use find::EventFilter;
+pub use find::{After, EventFilter, EventOrder};
 
 /// Where a query's session finds the store's Parquet files.
 const STORAGE_URL: &str = "allsource://tables/";

@@ -225,6 +225,7 @@ pub(crate) async fn query(
             })
             .transpose()?,
         limit: limit + 1,
+        ..Default::default()
     };
     let mut events = find(&state, &filter).await?;
     let more = events.len() > limit;

@@ -1,5 +1,6 @@
-//! The HTTP server: REST under `/api/v1` (the paths of the product's seed API) and
-//! `/health` and `/metrics`; a WebSocket of live events.
+//! The HTTP server: REST under `/api/v1` (the paths of the product's seed API),
+//! GraphQL under `/graphql` (see `allsource_graphql`), `/health` and `/metrics`; a
+//! WebSocket of live events.
 //!
 //! Handlers are thin: parse the request, call the store or EventQL, render JSON.
 //! Every failure leaves through [`ApiError`], which owns the mapping from engine and
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allsource_engine::EventStore;
+use allsource_graphql::GraphqlLimits;
 use allsource_sql::{EventQl, QueryLimits};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -40,6 +42,7 @@ pub struct AppState {
     eventql: EventQl,
     started: Arc<Instant>,
     max_body_bytes: usize,
+    graphql_limits: GraphqlLimits,
     /// Turns true when the server starts shutting down; long-lived connections
     /// (event streams) close on it.
     closing: Arc<watch::Sender<bool>>,
@@ -53,6 +56,7 @@ impl AppState {
             store,
             started: Arc::new(Instant::now()),
             max_body_bytes,
+            graphql_limits: GraphqlLimits::default(),
             closing: Arc::new(watch::Sender::new(false)),
         }
     }
@@ -60,6 +64,12 @@ impl AppState {
     /// Run EventQL queries under `limits` (replacing the defaults).
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.eventql = self.eventql.with_limits(limits);
+        self
+    }
+
+    /// Check GraphQL requests against `limits` (replacing the defaults).
+    pub fn with_graphql_limits(mut self, limits: GraphqlLimits) -> Self {
+        self.graphql_limits = limits;
         self
     }
 
@@ -94,8 +104,13 @@ pub fn router(state: AppState) -> Router {
         .route("/compaction/trigger", post(admin::compact))
         .route("/compaction/stats", get(admin::compaction_stats))
         .route("/query", post(query::run));
+    let graphql = allsource_graphql::router(
+        allsource_graphql::Service::new(state.store.clone(), state.eventql.clone(), TENANT),
+        state.graphql_limits.clone(),
+    );
     Router::new()
         .nest("/api/v1", api)
+        .merge(graphql)
         .route("/health", get(admin::health))
         .route("/metrics", get(observe::metrics))
         .route_layer(middleware::from_fn(observe::track))

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod flight;
+mod graphql;
 mod observe;
 mod seed;
 mod shutdown;

@@ -122,14 +122,15 @@ pub fn decode_append(
         for i in 0..count as u64 {
             let timestamp_micros = reader.u64()? as i64;
             let event_type = reader.str()?;
-            let event_id = match reader.take(1)?[0] {
+            let (event_id, event_uuid) = match reader.take(1)?[0] {
                 ID_UUID => {
                     let bytes = reader.take(16)?;
                     let mut value = [0u8; 16];
                     value.copy_from_slice(bytes);
-                    id_text.format(u128::from_be_bytes(value))
+                    let value = u128::from_be_bytes(value);
+                    (id_text.format(value), Some(value))
                 }
-                ID_TEXT => reader.str()?,
+                ID_TEXT => (reader.str()?, None),
                 tag => return Err(format!("unknown event id tag {tag}")),
             };
             let payload = reader.str()?;
@@ -143,6 +144,7 @@ pub fn decode_append(
                 offset: first_offset + i,
                 position,
                 event_id,
+                event_uuid,
                 timestamp_micros,
                 ingested_at_micros,
                 payload,
