@@ -1,9 +1,11 @@
-//! The interop suite: real Python clients (pyarrow Flight, the ADBC Flight SQL
-//! driver, Polars) against the real `allsource serve` binary, run with pytest.
+//! The interop suite: real clients (pyarrow Flight, the ADBC Flight SQL driver,
+//! Polars, the `gql` GraphQL client, headless Chromium on GraphiQL) against the real
+//! `allsource serve` binary, run with pytest.
 //!
 //! The Python tests live beside this file (`tests/interop/*.py`); `.ci/run` installs
 //! their dependencies (`pip install pyarrow polars adbc-driver-flightsql
-//! adbc-driver-manager pytest`). Run them alone with
+//! adbc-driver-manager pytest 'gql[websockets,requests]'`, `apt-get install
+//! chromium`). Run them alone with
 //! `ALLSOURCE_BIN=target/debug/allsource python3 -m pytest tests/interop`.
 
 use std::path::Path;
@@ -26,7 +28,8 @@ fn python_clients_against_the_server() {
     assert!(
         output.status.success(),
         "the interop suite failed (pip install pyarrow polars adbc-driver-flightsql \
-         adbc-driver-manager pytest):\n{stdout}\n{stderr}"
+         adbc-driver-manager pytest 'gql[websockets,requests]'; apt-get install \
+         chromium):\n{stdout}\n{stderr}"
     );
     // Every test ran: pytest reports skips, and a skipped interop test is no pass.
     let summary = stdout.lines().last().unwrap_or_default();
