@@ -292,7 +292,7 @@ impl<'a> EventColumns<'a> {
     }
 
     /// With the rows' event ids as UUID values (see [`Sealed::event_uuids`]).
-    fn with_event_uuids(mut self, event_uuids: &'a [u128]) -> Self {
+    pub fn with_event_uuids(mut self, event_uuids: &'a [u128]) -> Self {
         self.event_uuids = event_uuids;
         self
     }
@@ -541,6 +541,44 @@ impl LogBuffer {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Visit the visible rows of `partition` with positions in `from..to`, in
+    /// position order: `visit(batch, event_uuids, rows)` for each buffered batch
+    /// holding some, with the batch's event ids as UUID values and the range of its
+    /// rows. Nothing is copied or sliced, so reading a few new rows for many readers
+    /// stays cheap. `false` when some of the positions have been released.
+    pub fn visit_positions(
+        &self,
+        partition: u16,
+        from: u64,
+        to: u64,
+        mut visit: impl FnMut(&RecordBatch, &[u128], std::ops::Range<usize>),
+    ) -> Result<bool> {
+        let state = self.read_state(partition, |s| {
+            s.tail_first_position().is_some_and(|first| to > first)
+        })?;
+        if from < self.released_position.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let batches = &state.sealed;
+        let start = batches.partition_point(|s| s.last_position < from);
+        for sealed in &batches[start..] {
+            if sealed.first_position >= to {
+                break;
+            }
+            let positions = sealed
+                .batch
+                .column(columns::POSITION)
+                .as_primitive::<UInt64Type>()
+                .values();
+            let lo = positions.partition_point(|p| *p < from);
+            let hi = positions.partition_point(|p| *p < to);
+            if hi > lo {
+                visit(&sealed.batch, &sealed.event_uuids, lo..hi);
+            }
+        }
+        Ok(true)
     }
 
     /// Events of the stream `(tenant, entity_id)` in `partition` at the given

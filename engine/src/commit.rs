@@ -25,6 +25,7 @@ use crate::store::Shared;
 use crate::wal::codec;
 use crate::wal::frame::RECORD_HEADER_BYTES;
 use crate::wal::writer::SegmentWriter;
+use crate::watchers::{Collector, Woken};
 
 /// The writer thread's body; returns when the store closes or the WAL fails.
 pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
@@ -55,6 +56,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
         }
         if closing {
             shared.head.send_modify(|_| {});
+            shared.watchers.wake_all();
             return;
         }
     }
@@ -135,8 +137,13 @@ fn commit(
         .store(segment_bytes, Ordering::Relaxed);
     if let Some(end) = group.end_position {
         shared.segments.lock().insert(segment_id, end);
-        publish(shared, group)?;
+        let woken = publish(shared, group)?;
         shared.head.send_replace(end);
+        // Only now: a subscription woken before the head moved could find nothing
+        // new and wait again, its wake spent.
+        if let Some(woken) = woken {
+            woken.wake();
+        }
         let waiting = end.saturating_sub(shared.buffer.released_position());
         if waiting >= shared.config.flush_min_events {
             shared.flush_wake.notify_one();
@@ -145,15 +152,20 @@ fn commit(
     Ok(())
 }
 
-/// Decode the group's records, now written, into the partitions' Arrow buffers.
-fn publish(shared: &Shared, group: &Group) -> Result<()> {
+/// Decode the group's records, now written, into the partitions' Arrow buffers;
+/// the subscriptions the group's events concern, to wake once they are visible.
+fn publish(shared: &Shared, group: &Group) -> Result<Option<Woken>> {
     let mut publisher = shared.buffer.publisher();
+    let mut collector = shared.watchers.collector();
     let mut bodies = group.records.iter().peekable();
     while let Some(start) = bodies.next() {
         let end = bodies.peek().map_or(group.buf.len(), |next| **next);
         let body = &group.buf[start + RECORD_HEADER_BYTES..end];
         let mut failure = None;
         codec::decode_append(body, |row| {
+            if let Some(collector) = collector.as_mut() {
+                collector.see(row);
+            }
             publisher.push(row).map_err(|err| {
                 let reason = err.to_string();
                 failure = Some(err);
@@ -166,7 +178,7 @@ fn publish(shared: &Shared, group: &Group) -> Result<()> {
             })
         })?;
     }
-    Ok(())
+    Ok(collector.map(Collector::finish))
 }
 
 /// Stop accepting writes after a WAL failure and tell every waiting appender.
@@ -182,4 +194,5 @@ fn fail(shared: &Shared, group: Group, err: &Error) {
         let _ = waiter.send(Err(Error::WalFailed(message.clone())));
     }
     shared.head.send_modify(|_| {});
+    shared.watchers.wake_all();
 }

@@ -43,6 +43,7 @@ mod subscription;
 mod table;
 pub mod tier;
 pub mod wal;
+mod watchers;
 
 pub use buffer::{event_at, event_schema, events_to_batch};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -29,6 +29,7 @@ use crate::tier::{Tier, TierRuntime, storage};
 use crate::wal::WAL_DIR;
 use crate::wal::scan::{SegmentStatus, scan_dir};
 use crate::wal::writer::{OsSegmentIo, SegmentIo, SegmentWriter, Tail};
+use crate::watchers::Watchers;
 
 /// Name of the lock file that keeps a second process out of the data directory.
 const LOCK_FILE: &str = "LOCK";
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     pub runtime: TierRuntime,
     /// Wakes the background flusher early.
     pub flush_wake: tokio::sync::Notify,
+    /// Subscriptions waiting for events, woken by the commits that concern them.
+    pub watchers: Arc<Watchers>,
     pub tier_counters: TierCounters,
     /// The data directory's lock, released when the store closes.
     lock: Mutex<Option<File>>,
@@ -351,6 +354,7 @@ impl EventStore {
             tier,
             runtime,
             flush_wake: tokio::sync::Notify::new(),
+            watchers: Arc::new(Watchers::default()),
             tier_counters: TierCounters::default(),
             lock: Mutex::new(Some(lock)),
         });

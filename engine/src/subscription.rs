@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::AsArray;
+use arrow::array::{AsArray, RecordBatch};
 use tokio::sync::watch;
 
 use crate::buffer::{EventColumns, SharedText, columns};
@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
 use crate::partition::partition_for;
 use crate::store::Shared;
+use crate::watchers::{Interest, Registration};
 
 /// Which events a subscription delivers (always within one tenant).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct Subscription {
     filter: SubscriptionFilter,
     next_position: u64,
     head: watch::Receiver<u64>,
+    /// Woken by the commits that have events this subscription may deliver.
+    registration: Registration,
 }
 
 impl Subscription {
@@ -70,12 +73,20 @@ impl Subscription {
         filter: SubscriptionFilter,
     ) -> Self {
         let head = shared.head.subscribe();
+        // Registered under its most selective key: the stream, else the types.
+        let interest = match (&filter.entity_id, filter.event_types.is_empty()) {
+            (Some(stream), _) => Interest::Stream(stream.clone()),
+            (None, false) => Interest::Types(filter.event_types.clone()),
+            (None, true) => Interest::All,
+        };
+        let registration = shared.watchers.register(&tenant, interest);
         Self {
             shared,
             tenant,
             filter,
             next_position: from_position,
             head,
+            registration,
         }
     }
 
@@ -96,7 +107,10 @@ impl Subscription {
                 continue;
             }
             self.shared.state.lock().check_open()?;
-            self.head.changed().await.map_err(|_| Error::Closed)?;
+            // Only a commit with events for this subscription wakes it, so the
+            // positions before the head may hold none of its events: it reads them
+            // when woken, and its position stays where it last read.
+            self.registration.notified().await;
         }
     }
 
@@ -120,22 +134,24 @@ impl Subscription {
             )],
             None => (0..self.shared.meta.partitions).collect(),
         };
-        let batches = loop {
+        let mut shared = SharedText::default();
+        let mut events = Vec::new();
+        loop {
+            events.clear();
             let manifest = self.shared.tier.manifest();
             let split = manifest.flushed_position;
-            let mut batches = Vec::new();
             if from < split {
-                let shared = Arc::clone(&self.shared);
+                let shared_state = Arc::clone(&self.shared);
                 let wanted = partitions.clone();
                 let range = from..to.min(split);
-                batches = self
+                let batches = self
                     .shared
                     .runtime
                     .run(async move {
                         let mut out = Vec::new();
                         for partition in wanted {
                             out.extend(
-                                shared
+                                shared_state
                                     .tier
                                     .read_positions(&manifest, partition, range.clone())
                                     .await?,
@@ -144,50 +160,67 @@ impl Subscription {
                         Ok::<_, Error>(out)
                     })
                     .await??;
+                for batch in &batches {
+                    self.collect(batch, &[], 0..batch.num_rows(), &mut shared, &mut events);
+                }
             }
             if to > split {
                 let mut released = false;
                 for partition in &partitions {
-                    match self
-                        .shared
-                        .buffer
-                        .read_positions(*partition, from.max(split), to)?
-                    {
-                        Some(buffered) => batches.extend(buffered),
-                        None => {
-                            released = true;
-                            break;
-                        }
+                    let whole = self.shared.buffer.visit_positions(
+                        *partition,
+                        from.max(split),
+                        to,
+                        |batch, event_uuids, rows| {
+                            self.collect(batch, event_uuids, rows, &mut shared, &mut events);
+                        },
+                    )?;
+                    if !whole {
+                        released = true;
+                        break;
                     }
                 }
+                // Flushed and released meanwhile: read again, from Parquet.
                 if released {
                     continue;
                 }
             }
-            break batches;
-        };
-        let mut events = Vec::new();
-        let mut shared = SharedText::default();
-        for batch in batches {
-            let tenant = batch.column(columns::TENANT).as_string::<i32>();
-            let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
-            let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
-            let decoded = EventColumns::new(&batch);
-            for row in 0..batch.num_rows() {
-                let wanted = tenant.value(row) == self.tenant
-                    && self
-                        .filter
-                        .entity_id
-                        .as_deref()
-                        .is_none_or(|e| entity.value(row) == e)
-                    && (self.filter.event_types.is_empty()
-                        || self.filter.event_types.iter().any(|t| kind.value(row) == t));
-                if wanted {
-                    events.push(decoded.event(row, &mut shared));
-                }
-            }
+            break;
         }
         events.sort_unstable_by_key(|e| e.position);
         Ok(events)
+    }
+
+    /// The events among `rows` of `batch` that the subscription delivers, decoded
+    /// into `out`. The filter reads the key columns alone; the other columns are
+    /// taken up only when a row matches.
+    fn collect(
+        &self,
+        batch: &RecordBatch,
+        event_uuids: &[u128],
+        rows: std::ops::Range<usize>,
+        shared: &mut SharedText,
+        out: &mut Vec<RecordedEvent>,
+    ) {
+        let tenant = batch.column(columns::TENANT).as_string::<i32>();
+        let entity = batch.column(columns::ENTITY_ID).as_string::<i32>();
+        let kind = batch.column(columns::EVENT_TYPE).as_string::<i32>();
+        let mut decoded: Option<EventColumns<'_>> = None;
+        for row in rows {
+            // The most selective test first: the tenant nearly always matches.
+            let wanted = self
+                .filter
+                .entity_id
+                .as_deref()
+                .is_none_or(|e| entity.value(row) == e)
+                && (self.filter.event_types.is_empty()
+                    || self.filter.event_types.iter().any(|t| kind.value(row) == t))
+                && tenant.value(row) == self.tenant;
+            if wanted {
+                let columns = decoded
+                    .get_or_insert_with(|| EventColumns::new(batch).with_event_uuids(event_uuids));
+                out.push(columns.event(row, shared));
+            }
+        }
     }
 }

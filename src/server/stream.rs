@@ -61,7 +61,11 @@ pub(crate) async fn stream(
         .from
         .unwrap_or_else(|| app.store.stats().visible_position);
     let subscription = app.store.subscribe(TENANT, from, filter);
-    Ok(upgrade.on_upgrade(move |socket| follow(app, subscription, socket)))
+    // A small read buffer: the socket library zero-fills it on every poll of the
+    // connection (see `allsource_graphql::SOCKET_READ_BUFFER`).
+    Ok(upgrade
+        .read_buffer_size(allsource_graphql::SOCKET_READ_BUFFER)
+        .on_upgrade(move |socket| follow(app, subscription, socket)))
 }
 
 /// Send events until the client leaves, the server shuts down or the store fails.

@@ -10,6 +10,7 @@ Chromium is `$CHROMIUM`, else `/usr/bin/chromium` (`apt-get install chromium`).
 import base64
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -44,10 +45,12 @@ class Browser:
     def __init__(self):
         assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
         self.profile = tempfile.TemporaryDirectory()
+        # Its own process group: Chromium's helper processes are stopped with it.
         self.process = subprocess.Popen(
             [CHROMIUM, *FLAGS, "--user-data-dir=" + self.profile.name, "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         port_file = Path(self.profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -68,9 +71,15 @@ class Browser:
 
     def __exit__(self, *failure):
         self.connection.__exit__(*failure)
-        self.process.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        self.profile.cleanup()
+        # The helpers may still be going away; give them a moment to let go.
+        for _ in range(50):
+            try:
+                self.profile.cleanup()
+                break
+            except OSError:
+                time.sleep(0.1)
 
     def call(self, method, **params):
         """Send one command; its result. Events that arrive meanwhile are kept."""
