@@ -144,7 +144,7 @@ fn commit(
         if let Some(woken) = woken {
             woken.wake();
         }
-        let waiting = end.saturating_sub(shared.buffer.released_position());
+        let waiting = end.saturating_sub(shared.tier.manifest().flushed_position);
         if waiting >= shared.config.flush_min_events {
             shared.flush_wake.notify_one();
         }

@@ -36,10 +36,22 @@ pub struct FlushReport {
     pub wal_segments_deleted: u64,
 }
 
+/// Which buffered rows a flush lets go of once its files are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// Every row it flushed (an explicit flush: the buffer is emptied).
+    Flushed,
+    /// Only the rows of the flush before it (the background flusher). The newest
+    /// flushed rows stay readable from memory until the next flush, so the
+    /// subscriptions just behind the head, which read by position, do not all turn
+    /// to the new Parquet files at once when a flush commits.
+    Previous,
+}
+
 /// Write every visible event not yet in Parquet to one file per partition, commit
-/// the manifest, then release those rows from the buffer and delete the WAL segments
-/// wholly below the flushed position.
-pub(crate) async fn flush(shared: &Shared) -> Result<FlushReport> {
+/// the manifest, then release rows from the buffer (see [`Release`]) and delete the
+/// WAL segments wholly below the flushed position.
+pub(crate) async fn flush(shared: &Shared, release: Release) -> Result<FlushReport> {
     let tier = &shared.tier;
     let _change = tier.change_lock.lock().await;
     let current = tier.manifest();
@@ -82,11 +94,15 @@ pub(crate) async fn flush(shared: &Shared) -> Result<FlushReport> {
     next.files.sort_by_key(|f| (f.partition, f.first_offset));
     next.flushed_position = cut;
     let committed = tier.commit(next).await?;
-    shared.buffer.set_released_position(cut);
+    let (released, offsets) = match release {
+        Release::Flushed => (cut, &committed.next_offsets),
+        Release::Previous => (current.flushed_position, &current.next_offsets),
+    };
+    shared.buffer.set_released_position(released);
     for partition in 0..shared.meta.partitions {
         shared
             .buffer
-            .release(partition, committed.next_offsets[usize::from(partition)])?;
+            .release(partition, offsets[usize::from(partition)])?;
     }
     report.flushed_position = cut;
     report.manifest_version = committed.version;
@@ -159,7 +175,7 @@ pub(crate) async fn run_flusher(shared: Arc<Shared>) {
             continue;
         }
         last = Instant::now();
-        let result = match flush(&shared).await {
+        let result = match flush(&shared, Release::Previous).await {
             Ok(_) => compact(&shared).await.map(|_| ()),
             Err(err) => Err(err),
         };

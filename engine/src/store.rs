@@ -17,7 +17,8 @@ use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::event::{AppendRequest, AppendResult, Limits, RecordedEvent, validate_request};
 use crate::flush::{
-    CompactionReport, FlushReport, compact, flush, restore_sequencer, run_flusher, truncate_wal,
+    CompactionReport, FlushReport, Release, compact, flush, restore_sequencer, run_flusher,
+    truncate_wal,
 };
 use crate::meta::{self, StoreMeta};
 use crate::sequencer::{Group, Outcome, Sequencer, retry_acks};
@@ -716,7 +717,7 @@ impl EventStore {
     /// wait until the manifest naming the files is committed. The background flusher
     /// does this on its own every `flush_interval_ms`.
     pub async fn flush(&self) -> Result<FlushReport> {
-        self.on_tier(|store| async move { flush(&store.inner.shared).await })
+        self.on_tier(|store| async move { flush(&store.inner.shared, Release::Flushed).await })
             .await
     }
 

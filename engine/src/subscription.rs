@@ -138,8 +138,11 @@ impl Subscription {
         let mut events = Vec::new();
         loop {
             events.clear();
+            // Rows still in the buffer are read from it even when they are in
+            // Parquet too: the released position, read before the manifest, is at
+            // or below its flushed position.
+            let split = self.shared.buffer.released_position();
             let manifest = self.shared.tier.manifest();
-            let split = manifest.flushed_position;
             if from < split {
                 let shared_state = Arc::clone(&self.shared);
                 let wanted = partitions.clone();
