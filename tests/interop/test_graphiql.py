@@ -167,13 +167,17 @@ def test_graphiql_renders_and_runs_a_query_with_no_outside_network(server, tmp_p
 
         # A subscription from the page, over the page's WebSocket: an event appended
         # after it started shows up in the result pane. GraphiQL takes an edit into
-        # its state a moment after it is made, hence the pause before the click.
+        # its state a moment after it is made, so the click waits for that.
         browser.evaluate(
             "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue("
             "'subscription { events(filter: {eventType: \"user.renamed\"}, fromPosition: 0)"
             " { entityId payload } }')"
         )
-        time.sleep(0.5)
+        # GraphiQL stores the edited query once its state has taken it.
+        browser.wait_for(
+            "(localStorage.getItem('graphiql:query') || '').startsWith('subscription')",
+            "GraphiQL taking the edited query",
+        )
         browser.evaluate("document.querySelector('.graphiql-execute-button').click()")
         deadline = time.monotonic() + 60
         while not any(
