@@ -27,13 +27,13 @@
 //! `target/bench-data`).
 
 mod common;
+mod server;
 
 use common::Size;
+use server::Server;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,65 +42,6 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A running `allsource serve`.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let _ = std::fs::remove_dir_all(dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
-            .args(["serve", "--http-addr", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn,allsource=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("the server exited before serving");
-            };
-            if let Some(addr) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("http="))
-            {
-                break addr.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Server { child, addr }
-    }
-
-    /// The server's user + system CPU time so far.
-    fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let total = ticks(11).unwrap_or(0) + ticks(12).unwrap_or(0);
-        Duration::from_secs_f64(total as f64 / 100.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 /// How the subscribers split the events.
 #[derive(Clone, Copy)]
@@ -262,7 +203,7 @@ struct Row {
 }
 
 async fn run(dir: &Path, load: Load) -> Row {
-    let server = Server::start(dir);
+    let server = Server::start(dir, "always");
     let ready = Arc::new(AtomicU64::new(0));
     let total = load.rate * load.seconds;
     let subscribers: Vec<_> = (0..load.subscribers)

@@ -17,67 +17,16 @@
 //! `target/bench-data`).
 
 mod common;
+mod server;
 
 use common::Size;
+use server::Server;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-
-/// A running `allsource serve`.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(dir: &Path, durability: &str) -> Server {
-        let _ = std::fs::remove_dir_all(dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--durability",
-                durability,
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn,allsource=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut lines = BufReader::new(stderr).lines();
-        let base = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("the server exited before serving");
-            };
-            if let Some(addr) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("http="))
-            {
-                break format!("http://{addr}");
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Server { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 struct Row {
     scenario: String,
@@ -137,6 +86,7 @@ async fn run_clients(base: &str, bodies: Vec<Vec<Bytes>>) -> (Vec<Duration>, f64
 /// `clients` connections each sending `requests` bodies of `batch` events.
 async fn appends(dir: &Path, clients: u64, requests: u64, batch: u64) -> Row {
     let server = Server::start(dir, "always");
+    let base = format!("http://{}", server.addr);
     let bodies: Vec<Vec<Bytes>> = (0..clients)
         .map(|c| {
             (0..requests)
@@ -154,7 +104,7 @@ async fn appends(dir: &Path, clients: u64, requests: u64, batch: u64) -> Row {
                 .collect()
         })
         .collect();
-    let (latencies, seconds) = run_clients(&server.base, bodies).await;
+    let (latencies, seconds) = run_clients(&base, bodies).await;
     let scenario = if batch == 1 {
         format!("{clients} connections, single-event requests, durability always")
     } else {
@@ -173,6 +123,7 @@ async fn appends(dir: &Path, clients: u64, requests: u64, batch: u64) -> Row {
 /// `runs` times.
 async fn query(dir: &Path, rows: u64, runs: usize) -> Row {
     let server = Server::start(dir, "never");
+    let base = format!("http://{}", server.addr);
     let batch = 5_000.min(rows);
     let bodies: Vec<Vec<Bytes>> = (0..2)
         .map(|c| {
@@ -185,7 +136,7 @@ async fn query(dir: &Path, rows: u64, runs: usize) -> Row {
                 .collect()
         })
         .collect();
-    run_clients(&server.base, bodies).await;
+    run_clients(&base, bodies).await;
     let client = reqwest::Client::new();
     let sql = "SELECT entity_id, event_type, version, position, timestamp, payload FROM events";
     let mut latencies = Vec::new();
@@ -193,7 +144,7 @@ async fn query(dir: &Path, rows: u64, runs: usize) -> Row {
     for _ in 0..runs {
         let started = Instant::now();
         let body = client
-            .post(format!("{}/api/v1/query", server.base))
+            .post(format!("{base}/api/v1/query"))
             .header("accept", "application/vnd.apache.arrow.stream")
             .json(&json!({ "sql": sql }))
             .send()
