@@ -29,7 +29,7 @@
 mod common;
 mod server;
 
-use common::Size;
+use common::{Size, percentile};
 use server::Server;
 
 use std::collections::HashMap;
@@ -269,14 +269,6 @@ async fn run(dir: &Path, load: Load) -> Row {
         server_cpu,
         seen,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn print_table(rows: &[Row]) {

@@ -19,7 +19,7 @@
 mod common;
 mod server;
 
-use common::Size;
+use common::{Size, percentile};
 use server::Server;
 
 use std::path::Path;
@@ -170,14 +170,6 @@ async fn query(dir: &Path, rows: u64, runs: usize) -> Row {
         seconds: sorted[sorted.len() / 2].as_secs_f64(),
         latencies,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 fn print_table(rows: &mut [Row]) {

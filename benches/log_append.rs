@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::Size;
+use common::{Size, percentile};
 
 use std::io::Write;
 use std::path::Path;
@@ -164,14 +164,6 @@ fn fsync_latencies(base: &Path, rounds: usize) -> Vec<Duration> {
     }
     let _ = std::fs::remove_file(&path);
     latencies
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
 }
 
 fn micros(d: Duration) -> String {

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::Size;
+use common::{Size, percentile};
 
 use std::path::Path;
 use std::process::Command;
@@ -269,13 +269,6 @@ fn duckdb(glob: &Path) -> Vec<Option<f64>> {
     );
     let times: Vec<f64> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
     times.into_iter().map(Some).collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn micros(d: Duration) -> String {

@@ -2,6 +2,7 @@
 //! the runtime they drive them from.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// How big a run is, from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,4 +56,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("starting a runtime: {e}"))
+}
+
+/// The `p` quantile (0..=1) of `sorted`, the nearest sample; zero for no samples.
+#[allow(dead_code)] // the Flight benchmark reports no percentiles
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+    sorted[index]
 }

@@ -516,31 +516,11 @@ impl LogBuffer {
         from: u64,
         to: u64,
     ) -> Result<Option<Vec<RecordBatch>>> {
-        let state = self.read_state(partition, |s| {
-            s.tail_first_position().is_some_and(|first| to > first)
-        })?;
-        if from < self.released_position.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let batches = &state.sealed;
-        let start = batches.partition_point(|s| s.last_position < from);
         let mut out = Vec::new();
-        for sealed in &batches[start..] {
-            if sealed.first_position >= to {
-                break;
-            }
-            let positions = sealed
-                .batch
-                .column(columns::POSITION)
-                .as_primitive::<UInt64Type>();
-            let values = positions.values();
-            let lo = values.partition_point(|p| *p < from);
-            let hi = values.partition_point(|p| *p < to);
-            if hi > lo {
-                out.push(sealed.batch.slice(lo, hi - lo));
-            }
-        }
-        Ok(Some(out))
+        let whole = self.visit_positions(partition, from, to, |batch, _, rows| {
+            out.push(batch.slice(rows.start, rows.len()));
+        })?;
+        Ok(whole.then_some(out))
     }
 
     /// Visit the visible rows of `partition` with positions in `from..to`, in
