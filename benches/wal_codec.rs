@@ -8,7 +8,11 @@
 //! - `append_never/N`: one in-process append of N events with durability `never`
 //!   (validation, sequencing, WAL encoding and write, Arrow publish);
 //! - `read_stream_buffer/100`: reading a 100-event stream from the buffer, its events
-//!   interleaved with those of 99 other streams (as in the `query` benchmark).
+//!   interleaved with those of 99 other streams (as in the `query` benchmark);
+//! - `entity_state_1000/{same_keys,lifecycle}`: an entity's state from 1000 payloads
+//!   (what an automatic snapshot computes), merged forward one parsed payload at a time
+//!   against folded newest-first; `same_keys` repeats the 200-byte payload, `lifecycle`
+//!   opens with it and then changes a status and a nested field.
 
 // criterion_group! generates a public function without docs.
 #![allow(missing_docs)]
@@ -17,7 +21,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use allsource::engine::{
     AppendRequest, Durability, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreConfig,
-    event_schema, events_to_batch, json, partition_for,
+    event_schema, events_to_batch, json, partition_for, patch,
 };
 
 const PAYLOAD: &str = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","tier":"gold"},"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"total":45.48,"currency":"EUR","channel":"web"}"#;
@@ -63,6 +67,8 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    entity_state(c);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,6 +126,43 @@ fn benches(c: &mut Criterion) {
             read
         })
     });
+    group.finish();
+}
+
+fn entity_state(c: &mut Criterion) {
+    let same_keys: Vec<String> = (0..1000).map(|_| PAYLOAD.to_string()).collect();
+    let lifecycle: Vec<String> = std::iter::once(PAYLOAD.to_string())
+        .chain((1..1000).map(|i| {
+            format!(
+                r#"{{"status":"step-{i}","customer":{{"tier":"t{}"}},"seen":{i}}}"#,
+                i % 3
+            )
+        }))
+        .collect();
+    let mut group = c.benchmark_group("entity_state_1000");
+    group.throughput(Throughput::Elements(1000));
+    for (name, payloads) in [("same_keys", &same_keys), ("lifecycle", &lifecycle)] {
+        group.bench_function(BenchmarkId::new("forward", name), |b| {
+            b.iter(|| {
+                let mut state = serde_json::Value::Null;
+                for text in payloads {
+                    let parsed: serde_json::Value =
+                        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+                    patch::merge_patch(&mut state, &parsed);
+                }
+                state
+            })
+        });
+        group.bench_function(BenchmarkId::new("newest_first", name), |b| {
+            b.iter(|| {
+                patch::fold_newest_first(
+                    serde_json::Value::Null,
+                    payloads.iter().map(|p| p.as_str()),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
     group.finish();
 }
 

@@ -36,6 +36,7 @@ mod flush;
 pub mod json;
 mod meta;
 mod partition;
+pub mod patch;
 mod sequencer;
 pub mod snapshot;
 mod store;

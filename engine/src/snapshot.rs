@@ -1,9 +1,9 @@
 //! Entity state and its snapshots.
 //!
 //! An entity's state is the JSON merge of its events' payloads in version order:
-//! each payload is applied as a JSON merge patch (RFC 7396): objects merge key by key,
-//! recursively; a `null` value removes the key; any other value replaces what was
-//! there. A snapshot stores the state at one version in the table storage
+//! each payload is applied as a JSON merge patch (RFC 7396, [`crate::patch`]): objects
+//! merge key by key, recursively; a `null` value removes the key; any other value
+//! replaces what was there. A snapshot stores the state at one version in the table storage
 //! (`snapshots/<tenant>/<entity_id>/<version, 20 digits>.json`), so computing a state
 //! starts from the newest snapshot at or before the wanted time and merges only the
 //! events after it. `as_of` is ingestion time, as everywhere in the store.
@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::event::RecordedEvent;
+use crate::patch;
 
 /// Folder of the snapshots in the table storage.
 pub const SNAPSHOT_DIR: &str = "snapshots";
@@ -33,49 +34,27 @@ pub struct EntityState {
     pub state: Value,
 }
 
-/// Apply `patch` to `target` as an RFC 7396 merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(entries) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(serde_json::Map::new());
-    }
-    if let Value::Object(map) = target {
-        for (key, value) in entries {
-            if value.is_null() {
-                map.remove(key);
-            } else {
-                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-    }
-}
-
 /// `start` (or nothing) with `events` merged in, in order.
 pub(crate) fn fold(
     start: Option<EntityState>,
     events: &[RecordedEvent],
 ) -> Result<Option<EntityState>> {
-    let mut state = start;
-    for event in events {
-        let patch: Value = serde_json::from_str(&event.payload).map_err(|e| {
+    let Some(newest) = events.last() else {
+        return Ok(start);
+    };
+    let before = start.map_or(Value::Null, |s| s.state);
+    let state = patch::fold_newest_first(before, events.iter().map(|e| e.payload.as_str()))
+        .map_err(|e| {
             Error::Internal(format!(
-                "stored payload of {} version {} is not JSON: {e}",
-                event.entity_id, event.version
+                "stored payloads of {} up to version {} are not JSON: {e}",
+                newest.entity_id, newest.version
             ))
         })?;
-        let current = state.get_or_insert(EntityState {
-            version: 0,
-            ingested_at_micros: event.ingested_at_micros,
-            state: Value::Null,
-        });
-        merge_patch(&mut current.state, &patch);
-        current.version = event.version;
-        current.ingested_at_micros = event.ingested_at_micros;
-    }
-    Ok(state)
+    Ok(Some(EntityState {
+        version: newest.version,
+        ingested_at_micros: newest.ingested_at_micros,
+        state,
+    }))
 }
 
 fn folder(tenant: &str, entity_id: &str) -> Path {
@@ -128,27 +107,4 @@ pub(crate) async fn load(
 ) -> Result<EntityState> {
     let path = folder(tenant, entity_id).join(format!("{version:020}.json"));
     crate::tier::read_json(store, &path).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut state = Value::Null;
-        for patch in [
-            r#"{"status":"placed","items":{"a":1,"b":2},"note":"x"}"#,
-            r#"{"status":"paid","items":{"b":null,"c":3},"note":null}"#,
-        ] {
-            let patch: Value = serde_json::from_str(patch).unwrap_or_default();
-            merge_patch(&mut state, &patch);
-        }
-        assert_eq!(
-            state,
-            serde_json::json!({"status":"paid","items":{"a":1,"c":3}})
-        );
-        merge_patch(&mut state, &serde_json::json!([1, 2]));
-        assert_eq!(state, serde_json::json!([1, 2]));
-    }
 }
