@@ -63,7 +63,8 @@ fn rejected(statement: &str) -> QueryError {
     QueryError::ReadOnly(verb.to_uppercase())
 }
 
-/// Rejects table functions, and relations that name a file or a URL.
+/// Rejects table functions other than the window functions, and relations that name
+/// a file or a URL.
 struct Relations;
 
 impl Visitor for Relations {
@@ -75,7 +76,9 @@ impl Visitor for Relations {
                 name,
                 args: Some(_),
                 ..
-            } => ControlFlow::Break(QueryError::ReadOnly(format!("the table function {name}"))),
+            } if !is_window_function(name) => {
+                ControlFlow::Break(QueryError::ReadOnly(format!("the table function {name}")))
+            }
             TableFactor::Function { name, .. } => {
                 ControlFlow::Break(QueryError::ReadOnly(format!("the table function {name}")))
             }
@@ -87,6 +90,9 @@ impl Visitor for Relations {
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<QueryError> {
+        if is_window_function(relation) {
+            return ControlFlow::Continue(());
+        }
         let name = relation.to_string().to_ascii_lowercase();
         let file_like = name.contains('/')
             || name.contains("://")
@@ -101,4 +107,11 @@ impl Visitor for Relations {
             ControlFlow::Continue(())
         }
     }
+}
+
+fn is_window_function(name: &ObjectName) -> bool {
+    let name = name.to_string();
+    crate::windows::NAMES
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }

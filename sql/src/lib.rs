@@ -7,14 +7,17 @@
 //!   and aggregates without a cast ([`json_numbers`]);
 //! - `DATE_TRUNC`, `DATE_BIN`, `NOW()`, `INTERVAL`;
 //! - `FROM events AS OF TIMESTAMP '…'` for time travel ([`as_of`]);
-//! - `entity_state(entity_id [, as_of])` ([`entity_state`]).
+//! - `entity_state(entity_id [, as_of])` ([`entity_state`]);
+//! - window table functions `TUMBLE(events, timestamp, size)` and
+//!   `HOP(events, timestamp, slide, size)` ([`windows`]).
 //!
 //! Each query runs for one tenant: the `events` table it sees is scoped to that
 //! tenant inside the scan. Tables: `events`, `streams` (one row per stream),
 //! `partitions` and `files` (the tiered Parquet files).
 //!
 //! Queries are read-only ([`guard`]): anything but `SELECT` / `WITH` / `EXPLAIN` is
-//! rejected before planning, as are table functions and file or URL tables. Each
+//! rejected before planning, as are table functions other than the window functions,
+//! and file or URL tables. Each
 //! query has a memory limit (a DataFusion memory pool) and a time limit; exceeding
 //! either is a [`QueryError`], and the store keeps serving.
 //!
@@ -48,6 +51,7 @@ mod find;
 pub mod guard;
 pub mod json_numbers;
 pub mod utc_date_trunc;
+pub mod windows;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +60,7 @@ use std::time::Duration;
 use allsource_engine::{EventStore, EventsTable};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
@@ -406,8 +411,10 @@ impl EventQl {
         let url = ObjectStoreUrl::parse(STORAGE_URL)?;
         ctx.runtime_env()
             .register_object_store(url.as_ref(), self.store.table_storage());
-        let events = EventsTable::new(self.store.clone(), tenant, url.clone());
-        ctx.register_table("events", Arc::new(events))?;
+        let events: Arc<dyn TableProvider> =
+            Arc::new(EventsTable::new(self.store.clone(), tenant, url.clone()));
+        ctx.register_table("events", Arc::clone(&events))?;
+        register_windows(&ctx, &events);
         for (i, cutoff) in cutoffs.iter().enumerate() {
             let table = EventsTable::new(self.store.clone(), tenant, url.clone()).as_of(*cutoff);
             ctx.register_table(format!("{}{i}", as_of::AS_OF_TABLE_PREFIX), Arc::new(table))?;
@@ -489,6 +496,20 @@ impl EventQl {
         )?;
         ctx.register_table("files", files)?;
         Ok(())
+    }
+}
+
+/// The window table functions (`TUMBLE`, `HOP`) over `events`.
+pub fn register_windows(ctx: &SessionContext, events: &Arc<dyn TableProvider>) {
+    for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop] {
+        let name = match kind {
+            windows::WindowKind::Tumble => "tumble",
+            windows::WindowKind::Hop => "hop",
+        };
+        let function = Arc::new(windows::WindowFunction::new(kind, Arc::clone(events)));
+        // Table function names are looked up as written.
+        ctx.register_udtf(name, Arc::clone(&function) as _);
+        ctx.register_udtf(&name.to_uppercase(), function);
     }
 }
 

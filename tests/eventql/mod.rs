@@ -5,3 +5,4 @@
 mod duckdb;
 mod language;
 mod slt;
+mod windows;
