@@ -12,4 +12,5 @@ pub mod transfer;
 
 pub use allsource_engine as engine;
 pub use allsource_flight as flight;
+pub use allsource_operators as operators;
 pub use allsource_sql as sql;

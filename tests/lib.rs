@@ -4,4 +4,5 @@ mod eventql;
 mod interop;
 mod log;
 mod server;
+mod streaming;
 mod util;

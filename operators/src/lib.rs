@@ -1,7 +1,18 @@
-//! Streaming operators over the event log: watermarks, tumbling / hopping / session
-//! windows, dedupe, enrich, branch and throttle as DataFusion `ExecutionPlan`s, plus the
-//! pipeline and projection runtime with exactly-once checkpoints.
+//! Streaming operators over the event log: continuous EventQL queries (pipelines)
+//! with event-time windows and watermarks.
 //!
-//! Sources tail the log through [`allsource_engine::EventStore::subscribe`]. The
-//! operators arrive with the streaming work; dependencies point inward only
-//! (`operators` -> `engine`).
+//! A pipeline's query is planned by DataFusion once, on one partition, over a table
+//! whose scans read the pipeline's current input ([`feed`]). The plan is cut at its
+//! `GROUP BY`: the part below runs on every input batch, the windowed aggregate
+//! ([`window_aggregate`]) keeps groups open until the [`watermark`] passes their
+//! window's end, and the part above runs on the windows it emits ([`pipeline`]).
+//! Dependencies point inward only (`operators` -> `sql` -> `engine`).
+
+mod error;
+pub mod feed;
+pub mod pipeline;
+pub mod watermark;
+pub mod window_aggregate;
+
+pub use error::{Error, Result};
+pub use pipeline::{LateData, Pipeline, PipelineOptions, PipelineStats};

@@ -375,12 +375,49 @@ impl EventQl {
         text_for_json(frame).map_err(df_err)
     }
 
+    /// Check and plan the query `sql` of a pipeline for `tenant`: the same language,
+    /// but `events` (and the window functions over it) is `events`, a table that
+    /// yields the pipeline's current input, and the plan runs on one partition.
+    pub async fn plan_pipeline(
+        &self,
+        tenant: &str,
+        sql: &str,
+        events: Arc<dyn TableProvider>,
+    ) -> Result<DataFrame, QueryError> {
+        if tenant.is_empty() {
+            return Err(QueryError::Plan("a pipeline needs a tenant".into()));
+        }
+        guard::check(sql)?;
+        let limit = self.limits.memory_bytes;
+        let df_err = |e| QueryError::from_datafusion(e, limit);
+        let ctx = self
+            .context_over(tenant, &[], events, 1)
+            .await
+            .map_err(df_err)?;
+        let frame = ctx.sql(sql).await.map_err(df_err)?;
+        text_for_json(frame).map_err(df_err)
+    }
+
     async fn context(
         &self,
         tenant: &str,
         cutoffs: &[i64],
     ) -> datafusion::error::Result<SessionContext> {
+        let url = ObjectStoreUrl::parse(STORAGE_URL)?;
+        let events = Arc::new(EventsTable::new(self.store.clone(), tenant, url));
+        let partitions = SessionConfig::new().target_partitions();
+        self.context_over(tenant, cutoffs, events, partitions).await
+    }
+
+    async fn context_over(
+        &self,
+        tenant: &str,
+        cutoffs: &[i64],
+        events: Arc<dyn TableProvider>,
+        target_partitions: usize,
+    ) -> datafusion::error::Result<SessionContext> {
         let config = SessionConfig::new()
+            .with_target_partitions(target_partitions)
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
             .with_information_schema(false);
@@ -411,8 +448,6 @@ impl EventQl {
         let url = ObjectStoreUrl::parse(STORAGE_URL)?;
         ctx.runtime_env()
             .register_object_store(url.as_ref(), self.store.table_storage());
-        let events: Arc<dyn TableProvider> =
-            Arc::new(EventsTable::new(self.store.clone(), tenant, url.clone()));
         ctx.register_table("events", Arc::clone(&events))?;
         register_windows(&ctx, &events);
         for (i, cutoff) in cutoffs.iter().enumerate() {

@@ -1,0 +1,26 @@
+//! The operators' errors.
+
+use allsource_sql::QueryError;
+
+/// What went wrong compiling or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline's definition is not one a pipeline can run (the caller's fault).
+    #[error("invalid pipeline: {0}")]
+    Invalid(String),
+    /// Planning the pipeline's query failed.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Running the pipeline's plan failed.
+    #[error("pipeline execution failed: {0}")]
+    Execution(#[from] datafusion::error::DataFusionError),
+    /// An Arrow kernel failed.
+    #[error("pipeline execution failed: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A bug: the operators broke one of their own rules.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
+}
+
+/// Results of the operators.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

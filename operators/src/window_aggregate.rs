@@ -1,0 +1,198 @@
+//! `WindowAggregate`: a windowed `GROUP BY` kept open until the watermark passes each
+//! window's end.
+//!
+//! Input: the rows of the pipeline's query below its `GROUP BY`, each carrying the
+//! `window_start` and `window_end` of one window (from `TUMBLE` or `HOP`), batch by
+//! batch. Output: on [`WindowAggregate::emit`], one row per group of every window
+//! that ended at or before the watermark — the group's keys, then each aggregate's
+//! value, exactly the schema of DataFusion's `AggregateExec` for the same query —
+//! ordered by window end, then by key. An emitted window's groups are dropped.
+//!
+//! Keys and aggregates are DataFusion's: the key expressions and the
+//! `AggregateFunctionExpr`s of the planned `AggregateExec`, one accumulator per
+//! aggregate per group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use hashbrown::HashMap;
+
+use crate::error::{Error, Result};
+
+/// Open windows' groups and their accumulators.
+pub struct WindowAggregate {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Which key is `window_end`.
+    window_end: usize,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    converter: RowConverter,
+    /// Groups by their keys in the row format.
+    groups: HashMap<Box<[u8]>, Vec<Box<dyn Accumulator>>>,
+    /// Keys of the open groups by window end.
+    ends: BTreeMap<i64, Vec<Box<[u8]>>>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for WindowAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowAggregate")
+            .field("groups", &self.groups.len())
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WindowAggregate {
+    /// Group by `keys` (evaluated on the input, `window_end` among them) and compute
+    /// `aggregates`; results have `schema`.
+    pub fn new(
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        window_end: usize,
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+        input: &arrow::datatypes::Schema,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let fields = keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(input)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            keys,
+            window_end,
+            aggregates,
+            converter: RowConverter::new(fields)?,
+            groups: HashMap::new(),
+            ends: BTreeMap::new(),
+            schema,
+        })
+    }
+
+    /// The number of open groups.
+    pub fn open_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Add the rows of `batch` to their groups.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows_in = batch.num_rows();
+        if rows_in == 0 {
+            return Ok(());
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(rows_in))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let ends = keys[self.window_end]
+            .as_any()
+            .downcast_ref::<arrow::array::PrimitiveArray<TimestampMicrosecondType>>()
+            .ok_or_else(|| Error::Invalid("window_end is not a timestamp".into()))?;
+        if ends.null_count() > 0 {
+            return Err(Error::Invalid("a row without a window".into()));
+        }
+        let rows = self.converter.convert_columns(&keys)?;
+        let mut members: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        for i in 0..rows_in {
+            members
+                .entry(rows.row(i).data())
+                .or_default()
+                .push(i as u32);
+        }
+        let arguments = self
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(rows_in))
+                    .collect::<datafusion::common::Result<Vec<_>>>()
+            })
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        for (key, indices) in members {
+            if !self.groups.contains_key(key) {
+                let accumulators = self
+                    .aggregates
+                    .iter()
+                    .map(|a| a.create_accumulator())
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                self.groups.insert(key.into(), accumulators);
+                let end = ends.value(indices[0] as usize);
+                self.ends.entry(end).or_default().push(key.into());
+            }
+            let accumulators = self
+                .groups
+                .get_mut(key)
+                .ok_or_else(|| Error::Internal("a group vanished".into()))?;
+            let indices = UInt32Array::from(indices);
+            for (accumulator, values) in accumulators.iter_mut().zip(&arguments) {
+                let values = values
+                    .iter()
+                    .map(|v| take(v, &indices, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                accumulator.update_batch(&values)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The results of every window ending at or before `watermark` (all open windows
+    /// when `None`), which are then closed. `None` when no window closes.
+    pub fn emit(&mut self, watermark: Option<i64>) -> Result<Option<RecordBatch>> {
+        let closed = match watermark {
+            None => std::mem::take(&mut self.ends),
+            Some(w) => {
+                let open = self.ends.split_off(&w.saturating_add(1));
+                std::mem::replace(&mut self.ends, open)
+            }
+        };
+        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        for (_, mut window) in closed {
+            window.sort_unstable();
+            keys.extend(window);
+        }
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let parser = self.converter.parser();
+        let mut columns: Vec<ArrayRef> = self
+            .converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let mut values: Vec<Vec<ScalarValue>> =
+            vec![Vec::with_capacity(keys.len()); self.aggregates.len()];
+        for key in &keys {
+            let mut accumulators = self
+                .groups
+                .remove(key)
+                .ok_or_else(|| Error::Internal("a closed window's group is missing".into()))?;
+            for (column, accumulator) in values.iter_mut().zip(accumulators.iter_mut()) {
+                column.push(accumulator.evaluate()?);
+            }
+        }
+        for column in values {
+            columns.push(ScalarValue::iter_to_array(column)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column)
+                } else {
+                    cast(&column, field.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            columns,
+        )?))
+    }
+}

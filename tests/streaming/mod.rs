@@ -1,0 +1,3 @@
+//! Streaming pipelines: windowed results against the same query run in batch.
+
+mod oracle;
