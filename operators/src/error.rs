@@ -8,6 +8,15 @@ pub enum Error {
     /// The pipeline's definition is not one a pipeline can run (the caller's fault).
     #[error("invalid pipeline: {0}")]
     Invalid(String),
+    /// A pipeline of that name exists already.
+    #[error("the pipeline {0} exists already")]
+    Exists(String),
+    /// No pipeline of that name.
+    #[error("no pipeline named {0}")]
+    NotFound(String),
+    /// The table storage failed (the environment's fault).
+    #[error("pipeline storage failed: {0}")]
+    Storage(String),
     /// Planning the pipeline's query failed.
     #[error(transparent)]
     Query(#[from] QueryError),

@@ -11,8 +11,10 @@
 mod error;
 pub mod feed;
 pub mod pipeline;
+pub mod registry;
 pub mod watermark;
 pub mod window_aggregate;
 
 pub use error::{Error, Result};
 pub use pipeline::{LateData, Pipeline, PipelineOptions, PipelineStats};
+pub use registry::{PipelineInfo, PipelineSpec, PipelineState, Pipelines};

@@ -38,7 +38,8 @@ use crate::watermark::Watermark;
 use crate::window_aggregate::WindowAggregate;
 
 /// How a pipeline treats event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PipelineOptions {
     /// How far behind the newest event time an event may arrive and still count
     /// (bounded out-of-orderness), in microseconds. Default 0.
@@ -51,7 +52,8 @@ pub struct PipelineOptions {
 }
 
 /// What becomes of late events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LateData {
     /// Dropped and counted.
     #[default]
@@ -71,7 +73,7 @@ impl Default for PipelineOptions {
 }
 
 /// Counters of one pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PipelineStats {
     /// Source events taken in.
     pub events_in: u64,
@@ -199,6 +201,14 @@ impl Pipeline {
             post,
         });
         Ok(pipeline)
+    }
+
+    /// The schema of the pipeline's results.
+    pub fn schema(&self) -> arrow::datatypes::SchemaRef {
+        match &self.windows {
+            Some(windows) => windows.post.schema(),
+            None => self.pre.schema(),
+        }
     }
 
     /// The watermark: every window ending at or before it has been emitted.

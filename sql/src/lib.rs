@@ -89,6 +89,13 @@ pub const SCHEMA: &str = "public";
 /// The tables a query can read.
 pub const TABLES: [&str; 4] = ["events", "streams", "partitions", "files"];
 
+/// Tables a query can read besides the store's own (a pipeline's results), by name.
+/// Names of the store's tables ([`TABLES`]) are never replaced.
+pub trait ExtraTables: std::fmt::Debug + Send + Sync {
+    /// The tables `tenant` can read, with their names.
+    fn tables(&self, tenant: &str) -> Vec<(String, Arc<dyn TableProvider>)>;
+}
+
 /// Per-query limits.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
@@ -115,6 +122,8 @@ impl Default for QueryLimits {
 #[derive(Debug, Clone)]
 pub struct EventQl {
     store: EventStore,
+    /// Tables defined outside the store (pipelines' results), looked up per query.
+    extra: Option<Arc<dyn ExtraTables>>,
     limits: QueryLimits,
     runtime: Arc<QueryRuntime>,
     running: Arc<AtomicUsize>,
@@ -166,6 +175,7 @@ impl EventQl {
             .unwrap_or_else(|e| panic!("starting the query runtime: {e}"));
         Self {
             store,
+            extra: None,
             limits: QueryLimits::default(),
             runtime: Arc::new(QueryRuntime(Some(runtime))),
             running: Arc::new(AtomicUsize::new(0)),
@@ -184,6 +194,12 @@ impl EventQl {
     /// fails, times out or its reader goes away.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Let queries also read the tables `extra` has for their tenant.
+    pub fn with_extra_tables(mut self, extra: Arc<dyn ExtraTables>) -> Self {
+        self.extra = Some(extra);
+        self
     }
 
     /// Replace the per-query limits.
@@ -460,6 +476,14 @@ impl EventQl {
             tenant,
         )));
         self.register_system_tables(&ctx).await?;
+        if let Some(extra) = &self.extra {
+            for (name, table) in extra.tables(tenant) {
+                if TABLES.contains(&name.as_str()) {
+                    continue;
+                }
+                ctx.register_table(name.as_str(), table)?;
+            }
+        }
         Ok(ctx)
     }
 

@@ -1,0 +1,348 @@
+//! `Pipelines`: the store's pipelines — their definitions, kept in the table storage,
+//! and one task per pipeline running it over the log.
+//!
+//! Each task subscribes to its tenant's events from position 0 (catch-up, then
+//! live, with no gap or duplicate at the seam: the subscription's guarantee) and
+//! feeds them to its [`Pipeline`] in log order. Results are kept in memory and read
+//! as a table named after the pipeline. A definition is checked (compiled) before
+//! it is stored, and stored before its task starts; on open every stored pipeline
+//! starts again from position 0. Its results are then computed again from the log:
+//! the same results, since a pipeline's output depends on the log alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use allsource_engine::{
+    Error as StoreError, EventStore, SubscriptionFilter, event_schema, events_to_batch,
+};
+use allsource_sql::{EventQl, ExtraTables, TABLES};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
+
+/// Where the definitions are kept in the table storage.
+const DEFINITIONS: &str = "pipelines/definitions.json";
+
+/// A pipeline as defined by its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineSpec {
+    /// The tenant whose events it reads.
+    pub tenant: String,
+    /// Its name, also the name of its results table.
+    pub name: String,
+    /// Its query.
+    pub sql: String,
+    /// How it treats event time.
+    #[serde(default)]
+    pub options: PipelineOptions,
+}
+
+/// What a pipeline is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PipelineState {
+    /// Reading the log.
+    Running,
+    /// Stopped by an error, which it names.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+    /// Stopped because the store closed.
+    Stopped,
+}
+
+/// A pipeline's definition, state and progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineInfo {
+    /// Its definition.
+    pub spec: PipelineSpec,
+    /// What it is doing.
+    pub state: PipelineState,
+    /// Its counters.
+    pub stats: PipelineStats,
+    /// Its watermark, microseconds since the epoch.
+    pub watermark_micros: Option<i64>,
+    /// The log position it has read up to.
+    pub position: u64,
+}
+
+/// The running side of one pipeline, shared with its task.
+#[derive(Debug)]
+struct Running {
+    schema: SchemaRef,
+    results: Mutex<Vec<RecordBatch>>,
+    progress: Mutex<Progress>,
+}
+
+#[derive(Debug)]
+struct Progress {
+    state: PipelineState,
+    stats: PipelineStats,
+    watermark: Option<i64>,
+    position: u64,
+}
+
+struct Entry {
+    spec: PipelineSpec,
+    running: Arc<Running>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The store's pipelines.
+pub struct Pipelines {
+    store: EventStore,
+    eventql: EventQl,
+    entries: Mutex<BTreeMap<(String, String), Entry>>,
+    /// Serialises changes to the stored definitions.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines")
+            .field("count", &self.entries.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipelines {
+    /// The pipelines stored with `store`, each started again. `eventql` plans them.
+    pub async fn open(store: EventStore, eventql: EventQl) -> Result<Arc<Self>> {
+        let pipelines = Arc::new(Self {
+            store,
+            eventql,
+            entries: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        });
+        for spec in pipelines.load().await? {
+            let entry = pipelines.start(spec).await?;
+            let key = (entry.spec.tenant.clone(), entry.spec.name.clone());
+            pipelines.entries.lock().insert(key, entry);
+        }
+        Ok(pipelines)
+    }
+
+    /// Check, store and start a new pipeline.
+    pub async fn create(&self, spec: PipelineSpec) -> Result<PipelineInfo> {
+        check_name(&spec.name)?;
+        let _change = self.changes.lock().await;
+        let key = (spec.tenant.clone(), spec.name.clone());
+        if self.entries.lock().contains_key(&key) {
+            return Err(Error::Exists(spec.name));
+        }
+        let entry = self.start(spec).await?;
+        let mut specs = self.specs();
+        specs.push(entry.spec.clone());
+        self.save(&specs).await?;
+        let info = info(&entry);
+        self.entries.lock().insert(key, entry);
+        Ok(info)
+    }
+
+    /// Stop and forget a pipeline, and its results.
+    pub async fn drop_pipeline(&self, tenant: &str, name: &str) -> Result<()> {
+        let _change = self.changes.lock().await;
+        let key = (tenant.to_string(), name.to_string());
+        if !self.entries.lock().contains_key(&key) {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        let specs: Vec<PipelineSpec> = self
+            .specs()
+            .into_iter()
+            .filter(|s| (s.tenant.as_str(), s.name.as_str()) != (tenant, name))
+            .collect();
+        self.save(&specs).await?;
+        self.entries.lock().remove(&key);
+        Ok(())
+    }
+
+    /// The tenant's pipelines, by name.
+    pub fn list(&self, tenant: &str) -> Vec<PipelineInfo> {
+        self.entries
+            .lock()
+            .values()
+            .filter(|e| e.spec.tenant == tenant)
+            .map(info)
+            .collect()
+    }
+
+    /// One pipeline of the tenant.
+    pub fn get(&self, tenant: &str, name: &str) -> Option<PipelineInfo> {
+        let key = (tenant.to_string(), name.to_string());
+        self.entries.lock().get(&key).map(info)
+    }
+
+    /// The results so far of one pipeline of the tenant.
+    pub fn results(&self, tenant: &str, name: &str) -> Option<(SchemaRef, Vec<RecordBatch>)> {
+        let key = (tenant.to_string(), name.to_string());
+        let entries = self.entries.lock();
+        let running = &entries.get(&key)?.running;
+        let batches = running.results.lock().clone();
+        Some((Arc::clone(&running.schema), batches))
+    }
+
+    fn specs(&self) -> Vec<PipelineSpec> {
+        self.entries
+            .lock()
+            .values()
+            .map(|e| e.spec.clone())
+            .collect()
+    }
+
+    async fn load(&self) -> Result<Vec<PipelineSpec>> {
+        let storage = self.store.table_storage();
+        match storage.get(&Path::from(DEFINITIONS)).await {
+            Ok(found) => {
+                let bytes = found.bytes().await.map_err(storage_error)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Internal(format!("reading {DEFINITIONS}: {e}")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    async fn save(&self, specs: &[PipelineSpec]) -> Result<()> {
+        let json = serde_json::to_vec_pretty(specs)
+            .map_err(|e| Error::Internal(format!("encoding {DEFINITIONS}: {e}")))?;
+        self.store
+            .table_storage()
+            .put(&Path::from(DEFINITIONS), PutPayload::from(json))
+            .await
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// Compile `spec` and start its task.
+    async fn start(&self, spec: PipelineSpec) -> Result<Entry> {
+        let pipeline =
+            Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
+        let running = Arc::new(Running {
+            schema: pipeline.schema(),
+            results: Mutex::new(Vec::new()),
+            progress: Mutex::new(Progress {
+                state: PipelineState::Running,
+                stats: PipelineStats::default(),
+                watermark: None,
+                position: 0,
+            }),
+        });
+        let task = tokio::spawn(run(
+            self.store.clone(),
+            spec.tenant.clone(),
+            pipeline,
+            Arc::clone(&running),
+        ));
+        Ok(Entry {
+            spec,
+            running,
+            task,
+        })
+    }
+}
+
+impl ExtraTables for Pipelines {
+    fn tables(&self, tenant: &str) -> Vec<(String, Arc<dyn TableProvider>)> {
+        let entries = self.entries.lock();
+        entries
+            .values()
+            .filter(|e| e.spec.tenant == tenant)
+            .filter_map(|e| {
+                let batches = e.running.results.lock().clone();
+                let table = MemTable::try_new(Arc::clone(&e.running.schema), vec![batches]).ok()?;
+                Some((
+                    e.spec.name.clone(),
+                    Arc::new(table) as Arc<dyn TableProvider>,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Feed the tenant's log to `pipeline` until the store closes or the pipeline fails.
+async fn run(store: EventStore, tenant: String, mut pipeline: Pipeline, running: Arc<Running>) {
+    let schema = event_schema();
+    let mut subscription = store.subscribe(&tenant, 0, SubscriptionFilter::all());
+    let outcome: Result<()> = async {
+        loop {
+            let events = match subscription.next_batch().await {
+                Ok(events) => events,
+                Err(StoreError::Closed) => return Ok(()),
+                Err(e) => return Err(Error::Internal(format!("reading the log: {e}"))),
+            };
+            let refs: Vec<_> = events.iter().collect();
+            let batch = events_to_batch(&schema, &refs)
+                .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
+            let out = pipeline.process(&batch).await?;
+            running.results.lock().extend(out);
+            let mut progress = running.progress.lock();
+            progress.stats = pipeline.stats();
+            progress.watermark = pipeline.watermark();
+            progress.position = subscription.position();
+        }
+    }
+    .await;
+    let mut progress = running.progress.lock();
+    progress.state = match outcome {
+        Ok(()) => PipelineState::Stopped,
+        Err(e) => {
+            tracing::error!(tenant, error = %e, "pipeline stopped");
+            PipelineState::Failed {
+                error: e.to_string(),
+            }
+        }
+    };
+}
+
+fn info(entry: &Entry) -> PipelineInfo {
+    let progress = entry.running.progress.lock();
+    PipelineInfo {
+        spec: entry.spec.clone(),
+        state: progress.state.clone(),
+        stats: progress.stats,
+        watermark_micros: progress.watermark,
+        position: progress.position,
+    }
+}
+
+/// A pipeline's name is also its table's: a lowercase identifier, not one of the
+/// store's tables.
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let identifier = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63;
+    if !identifier {
+        return Err(Error::Invalid(format!(
+            "a pipeline's name is a lowercase identifier (letters, digits, _; at most 63), \
+             not {name:?}"
+        )));
+    }
+    if TABLES.contains(&name) {
+        return Err(Error::Invalid(format!(
+            "{name} is one of the store's tables"
+        )));
+    }
+    Ok(())
+}
+
+fn storage_error(e: object_store::Error) -> Error {
+    Error::Storage(e.to_string())
+}

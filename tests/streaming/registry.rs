@@ -1,0 +1,153 @@
+//! Pipelines run over the live log: created while events arrive, their results read
+//! as a table over EventQL, stored with the store and started again on open.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allsource::engine::{AppendRequest, Durability, EventData, EventStore, ExpectedVersion};
+use allsource::operators::{Error, PipelineOptions, PipelineSpec, PipelineState, Pipelines};
+use allsource::sql::EventQl;
+
+use crate::util;
+
+const SECOND: i64 = 1_000_000;
+const BASE: i64 = 1_700_000_000 * SECOND;
+
+const PER_KIND: &str = "SELECT window_start, window_end, event_type, COUNT(*) AS n \
+    FROM TUMBLE(events, timestamp, INTERVAL '10' SECOND) \
+    GROUP BY window_start, window_end, event_type";
+
+/// Events `from..to`, one per second of event time, three kinds, for tenant `acme`.
+async fn append(store: &EventStore, from: i64, to: i64) {
+    for i in from..to {
+        let event = EventData::new(format!("kind-{}", i % 3), format!(r#"{{"i":{i}}}"#))
+            .with_timestamp_micros(BASE + i * SECOND);
+        store
+            .append(AppendRequest::new("acme").stream(
+                format!("s{}", i % 5),
+                ExpectedVersion::Any,
+                vec![event],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn text(batches: &[arrow::array::RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Poll `sql` until it returns `expected` (as text), or fail after 20 s.
+async fn eventually(eventql: &EventQl, sql: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = eventql.query("acme", sql).await.map(|b| text(&b));
+        if got.as_deref().ok() == Some(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: got {got:?}, expected\n{expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spec(name: &str, sql: &str) -> PipelineSpec {
+    PipelineSpec {
+        tenant: "acme".into(),
+        name: name.into(),
+        sql: sql.into(),
+        options: PipelineOptions::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = util::open(dir.path(), Durability::Always);
+    append(&store, 0, 25).await;
+    let planner = EventQl::new(store.clone());
+    let pipelines = Pipelines::open(store.clone(), planner.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    pipelines
+        .create(spec("per_kind", PER_KIND))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    append(&store, 25, 47).await;
+    let eventql = planner
+        .clone()
+        .with_extra_tables(Arc::clone(&pipelines) as _);
+
+    // Event times reach 46 s, so windows up to [30, 40) are complete: the pipeline's
+    // table holds exactly the batch query's rows for them.
+    let from_pipeline = "SELECT * FROM per_kind ORDER BY window_start, event_type";
+    let batch = format!(
+        "SELECT * FROM ({PER_KIND}) WHERE window_end <= TIMESTAMP '2023-11-14T22:14:00Z' \
+         ORDER BY window_start, event_type"
+    );
+    let expected = text(
+        &eventql
+            .query("acme", &batch)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(expected.lines().count(), 4 * 3 + 4, "{expected}");
+    eventually(&eventql, from_pipeline, &expected).await;
+    let info = pipelines
+        .get("acme", "per_kind")
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(info.state, PipelineState::Running);
+    assert_eq!(info.stats.events_in, 47);
+    assert_eq!(info.watermark_micros, Some(BASE + 46 * SECOND));
+
+    // Bad definitions are refused and change nothing.
+    for (bad, says) in [
+        (spec("per_kind", PER_KIND), "exists already"),
+        (spec("Per Kind", PER_KIND), "lowercase identifier"),
+        (spec("events", PER_KIND), "store's tables"),
+        (spec("broken", "SELECT nope FROM events"), "nope"),
+        (
+            spec(
+                "unwindowed",
+                "SELECT event_type, COUNT(*) FROM events GROUP BY event_type",
+            ),
+            "window_start and window_end",
+        ),
+    ] {
+        let err = pipelines
+            .create(bad)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert_eq!(pipelines.list("acme").len(), 1);
+
+    // Closed and opened again: the pipeline starts again and recomputes its results.
+    drop(eventql);
+    drop(pipelines);
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let store = util::open(dir.path(), Durability::Always);
+    let planner = EventQl::new(store.clone());
+    let pipelines = Pipelines::open(store.clone(), planner.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pipelines.list("acme").len(), 1);
+    let eventql = planner.with_extra_tables(Arc::clone(&pipelines) as _);
+    eventually(&eventql, from_pipeline, &expected).await;
+
+    pipelines
+        .drop_pipeline("acme", "per_kind")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(pipelines.list("acme").is_empty());
+    assert!(eventql.query("acme", from_pipeline).await.is_err());
+    assert!(matches!(
+        pipelines.drop_pipeline("acme", "per_kind").await,
+        Err(Error::NotFound(_))
+    ));
+}
