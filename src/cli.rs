@@ -15,6 +15,7 @@ use crate::config::{Flags, ServeConfig};
 use crate::remote::Remote;
 use crate::server::{self, AppState};
 use crate::transfer::{self, FileFormat};
+use allsource_operators::Pipelines;
 
 /// AllSource: an event store and stream-processing engine.
 #[derive(Debug, Parser)]
@@ -212,6 +213,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let state = AppState::new(store.clone(), config.max_body_bytes)
             .with_query_limits(config.query_limits)
             .with_graphql_limits(config.graphql_limits.clone());
+        let pipelines = Pipelines::open(store.clone(), state.eventql().clone())
+            .await
+            .context("starting the stored pipelines")?;
+        let pipeline_count = pipelines.count();
+        let state = state.with_pipelines(pipelines);
         let eventql = state.eventql().clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut http_stopped = stopped.clone();
@@ -236,6 +242,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             partitions = stats.partitions,
             streams = stats.streams,
             events = stats.events,
+            pipelines = pipeline_count,
             "serving; stop with SIGINT or SIGTERM"
         );
         shutdown.await?;

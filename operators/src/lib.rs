@@ -8,6 +8,7 @@
 //! window's end, and the part above runs on the windows it emits ([`pipeline`]).
 //! Dependencies point inward only (`operators` -> `sql` -> `engine`).
 
+pub mod ddl;
 mod error;
 pub mod feed;
 pub mod pipeline;

@@ -16,8 +16,8 @@ use allsource_engine::{
     Error as StoreError, EventStore, SubscriptionFilter, event_schema, events_to_batch,
 };
 use allsource_sql::{EventQl, ExtraTables, TABLES};
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use object_store::path::Path;
@@ -25,6 +25,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::ddl::Statement;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
 
@@ -80,6 +81,8 @@ pub struct PipelineInfo {
 struct Running {
     schema: SchemaRef,
     results: Mutex<Vec<RecordBatch>>,
+    /// Late events, when the pipeline keeps them (`late_data = 'table'`).
+    late: Mutex<Vec<RecordBatch>>,
     progress: Mutex<Progress>,
 }
 
@@ -171,6 +174,11 @@ impl Pipelines {
         Ok(())
     }
 
+    /// How many pipelines there are, of every tenant.
+    pub fn count(&self) -> usize {
+        self.entries.lock().len()
+    }
+
     /// The tenant's pipelines, by name.
     pub fn list(&self, tenant: &str) -> Vec<PipelineInfo> {
         self.entries
@@ -194,6 +202,39 @@ impl Pipelines {
         let running = &entries.get(&key)?.running;
         let batches = running.results.lock().clone();
         Some((Arc::clone(&running.schema), batches))
+    }
+
+    /// Run a pipeline statement for `tenant`; its outcome as a small table.
+    pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<RecordBatch> {
+        let outcome = |name: &str, status: &str| {
+            let schema = Schema::new(vec![
+                Field::new("pipeline", DataType::Utf8, false),
+                Field::new("status", DataType::Utf8, false),
+            ]);
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec![name])),
+                Arc::new(StringArray::from(vec![status])),
+            ];
+            Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+        };
+        match statement {
+            Statement::Create { name, options, sql } => {
+                let spec = PipelineSpec {
+                    tenant: tenant.to_string(),
+                    name,
+                    sql,
+                    options,
+                };
+                let info = self.create(spec).await?;
+                outcome(&info.spec.name, "created")
+            }
+            Statement::Drop { name, if_exists } => match self.drop_pipeline(tenant, &name).await {
+                Ok(()) => outcome(&name, "dropped"),
+                Err(Error::NotFound(_)) if if_exists => outcome(&name, "not found"),
+                Err(e) => Err(e),
+            },
+            Statement::Show => show(&self.list(tenant)),
+        }
     }
 
     fn specs(&self) -> Vec<PipelineSpec> {
@@ -235,6 +276,7 @@ impl Pipelines {
         let running = Arc::new(Running {
             schema: pipeline.schema(),
             results: Mutex::new(Vec::new()),
+            late: Mutex::new(Vec::new()),
             progress: Mutex::new(Progress {
                 state: PipelineState::Running,
                 stats: PipelineStats::default(),
@@ -257,9 +299,11 @@ impl Pipelines {
 }
 
 impl ExtraTables for Pipelines {
+    /// Each pipeline's results, by its name, and `late_events`: the late events of
+    /// the pipelines that keep them, with the pipeline's name first.
     fn tables(&self, tenant: &str) -> Vec<(String, Arc<dyn TableProvider>)> {
         let entries = self.entries.lock();
-        entries
+        let mut tables: Vec<(String, Arc<dyn TableProvider>)> = entries
             .values()
             .filter(|e| e.spec.tenant == tenant)
             .filter_map(|e| {
@@ -270,8 +314,45 @@ impl ExtraTables for Pipelines {
                     Arc::new(table) as Arc<dyn TableProvider>,
                 ))
             })
-            .collect()
+            .collect();
+        let schema = late_events_schema();
+        let late: Vec<RecordBatch> = entries
+            .values()
+            .filter(|e| e.spec.tenant == tenant)
+            .flat_map(|e| {
+                let name = e.spec.name.as_str();
+                let batches = e.running.late.lock().clone();
+                batches
+                    .into_iter()
+                    .filter_map(|b| with_pipeline_column(&schema, name, &b).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if let Ok(table) = MemTable::try_new(schema, vec![late]) {
+            tables.push((LATE_EVENTS.to_string(), Arc::new(table)));
+        }
+        tables
     }
+}
+
+/// The table of late events kept by pipelines.
+pub const LATE_EVENTS: &str = "late_events";
+
+fn late_events_schema() -> SchemaRef {
+    let mut fields = vec![Arc::new(Field::new("pipeline", DataType::Utf8, false))];
+    fields.extend(event_schema().fields().iter().cloned());
+    Arc::new(Schema::new(fields))
+}
+
+fn with_pipeline_column(
+    schema: &SchemaRef,
+    name: &str,
+    events: &RecordBatch,
+) -> Result<RecordBatch> {
+    let names: ArrayRef = Arc::new(StringArray::from(vec![name; events.num_rows()]));
+    let mut columns = vec![names];
+    columns.extend(events.columns().iter().cloned());
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Feed the tenant's log to `pipeline` until the store closes or the pipeline fails.
@@ -290,6 +371,10 @@ async fn run(store: EventStore, tenant: String, mut pipeline: Pipeline, running:
                 .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
             let out = pipeline.process(&batch).await?;
             running.results.lock().extend(out);
+            let late = pipeline.take_late_events();
+            if !late.is_empty() {
+                running.late.lock().extend(late);
+            }
             let mut progress = running.progress.lock();
             progress.stats = pipeline.stats();
             progress.watermark = pipeline.watermark();
@@ -335,7 +420,7 @@ fn check_name(name: &str) -> Result<()> {
              not {name:?}"
         )));
     }
-    if TABLES.contains(&name) {
+    if TABLES.contains(&name) || name == LATE_EVENTS {
         return Err(Error::Invalid(format!(
             "{name} is one of the store's tables"
         )));
@@ -345,4 +430,59 @@ fn check_name(name: &str) -> Result<()> {
 
 fn storage_error(e: object_store::Error) -> Error {
     Error::Storage(e.to_string())
+}
+
+/// `SHOW PIPELINES`: one row per pipeline.
+fn show(pipelines: &[PipelineInfo]) -> Result<RecordBatch> {
+    let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("watermark", timestamp, true),
+        Field::new("position", DataType::UInt64, false),
+        Field::new("events_in", DataType::UInt64, false),
+        Field::new("late_events", DataType::UInt64, false),
+        Field::new("rows_out", DataType::UInt64, false),
+        Field::new("sql", DataType::Utf8, false),
+    ]);
+    let texts = |f: fn(&PipelineInfo) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(
+            pipelines.iter().map(f).collect::<Vec<_>>(),
+        ))
+    };
+    let counts = |f: fn(&PipelineInfo) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(
+            pipelines.iter().map(f).collect::<Vec<_>>(),
+        ))
+    };
+    let columns = vec![
+        texts(|p| Some(p.spec.name.clone())),
+        texts(|p| {
+            Some(match &p.state {
+                PipelineState::Running => "running".to_string(),
+                PipelineState::Failed { .. } => "failed".to_string(),
+                PipelineState::Stopped => "stopped".to_string(),
+            })
+        }),
+        texts(|p| match &p.state {
+            PipelineState::Failed { error } => Some(error.clone()),
+            _ => None,
+        }),
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                pipelines
+                    .iter()
+                    .map(|p| p.watermark_micros)
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
+        counts(|p| p.position),
+        counts(|p| p.stats.events_in),
+        counts(|p| p.stats.late_events),
+        counts(|p| p.stats.rows_out),
+        texts(|p| Some(p.spec.sql.clone())),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }

@@ -6,6 +6,7 @@
 //! ```
 
 use allsource_engine::Error as StoreError;
+use allsource_operators::Error as PipelineError;
 use allsource_sql::QueryError;
 use axum::Json;
 use axum::http::StatusCode;
@@ -179,6 +180,28 @@ impl From<QueryError> for ApiError {
                     .with_details(json!({"limit_ms": limit.as_millis() as u64}))
             }
             QueryError::Store(e) => Self::from(e),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(err: PipelineError) -> Self {
+        let message = err.to_string();
+        match err {
+            PipelineError::Invalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_pipeline", message)
+            }
+            PipelineError::Exists(_) => Self::new(StatusCode::CONFLICT, "pipeline_exists", message),
+            PipelineError::NotFound(_) => Self::not_found(message),
+            PipelineError::Query(e) => Self::from(e),
+            PipelineError::Storage(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                message,
+            ),
+            PipelineError::Execution(_) | PipelineError::Arrow(_) | PipelineError::Internal(_) => {
+                Self::internal(message)
+            }
         }
     }
 }

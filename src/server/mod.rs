@@ -12,6 +12,7 @@ mod entities;
 mod error;
 mod events;
 mod observe;
+mod pipelines;
 mod query;
 mod stream;
 
@@ -21,6 +22,7 @@ use std::time::Instant;
 
 use allsource_engine::EventStore;
 use allsource_graphql::GraphqlLimits;
+use allsource_operators::Pipelines;
 use allsource_sql::{EventQl, QueryLimits};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -40,6 +42,8 @@ pub const TENANT: &str = "default";
 pub struct AppState {
     store: EventStore,
     eventql: EventQl,
+    /// The store's pipelines, when the server runs them.
+    pipelines: Option<Arc<Pipelines>>,
     started: Arc<Instant>,
     max_body_bytes: usize,
     graphql_limits: GraphqlLimits,
@@ -53,6 +57,7 @@ impl AppState {
     pub fn new(store: EventStore, max_body_bytes: usize) -> Self {
         Self {
             eventql: EventQl::new(store.clone()),
+            pipelines: None,
             store,
             started: Arc::new(Instant::now()),
             max_body_bytes,
@@ -64,6 +69,16 @@ impl AppState {
     /// Run EventQL queries under `limits` (replacing the defaults).
     pub fn with_query_limits(mut self, limits: QueryLimits) -> Self {
         self.eventql = self.eventql.with_limits(limits);
+        self
+    }
+
+    /// Serve `pipelines`: their statements in queries, their REST resources, and their
+    /// results as tables in every query.
+    pub fn with_pipelines(mut self, pipelines: Arc<Pipelines>) -> Self {
+        self.eventql = self
+            .eventql
+            .with_extra_tables(Arc::clone(&pipelines) as Arc<dyn allsource_sql::ExtraTables>);
+        self.pipelines = Some(pipelines);
         self
     }
 
@@ -103,7 +118,12 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(admin::stats))
         .route("/compaction/trigger", post(admin::compact))
         .route("/compaction/stats", get(admin::compaction_stats))
-        .route("/query", post(query::run));
+        .route("/query", post(query::run))
+        .route("/pipelines", get(pipelines::list).post(pipelines::create))
+        .route(
+            "/pipelines/{name}",
+            get(pipelines::get).delete(pipelines::delete),
+        );
     let graphql = allsource_graphql::router(
         allsource_graphql::Service::new(state.store.clone(), state.eventql.clone(), TENANT),
         state.graphql_limits.clone(),

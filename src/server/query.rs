@@ -71,6 +71,19 @@ pub(crate) async fn run(
     let body = body.map_err(|_| ApiError::body_too_large(app.max_body_bytes))?;
     let request: QueryIn = body_json(&body)?;
     let format = Format::from_accept(&headers);
+    if let Some(statement) = allsource_operators::ddl::parse(&request.sql)? {
+        let pipelines = super::pipelines::of(&app)?;
+        let batch = pipelines.execute(TENANT, statement).await?;
+        let mut writer = ResultWriter::new(format, &batch.schema())?;
+        let mut body = writer.start(Some(&batch))?.to_vec();
+        body.extend_from_slice(&writer.finish()?);
+        let mut response = Body::from(body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        return Ok(response);
+    }
     let started = Instant::now();
     let first = first_batch(&app, &request.sql).await;
     observe::queried(started.elapsed().as_secs_f64(), first.is_ok());

@@ -6,6 +6,7 @@ mod cli;
 mod flight;
 mod graphql;
 mod observe;
+mod pipelines;
 mod seed;
 mod shutdown;
 mod stream;

@@ -1,0 +1,101 @@
+//! Pipelines over REST: list, create (a name and an EventQL query), read, drop. The
+//! same pipelines are managed with `CREATE PIPELINE` / `DROP PIPELINE` /
+//! `SHOW PIPELINES` through `POST /query`.
+
+use std::sync::Arc;
+
+use allsource_operators::{PipelineInfo, PipelineOptions, PipelineSpec, PipelineState, Pipelines};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{AppState, TENANT, body_json, render_time};
+
+/// The pipelines the server runs, or a 404 when it runs none.
+pub(crate) fn of(app: &AppState) -> Result<&Arc<Pipelines>, ApiError> {
+    app.pipelines
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this server runs no pipelines"))
+}
+
+/// `POST /pipelines` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PipelineIn {
+    name: String,
+    sql: String,
+    /// `allowed_lateness`, `max_future_skew` (durations such as `"5s"`) and
+    /// `late_data` (`"drop"` or `"table"`).
+    #[serde(default)]
+    options: std::collections::BTreeMap<String, String>,
+}
+
+pub(crate) fn info_json(info: &PipelineInfo) -> Value {
+    let (state, error) = match &info.state {
+        PipelineState::Running => ("running", None),
+        PipelineState::Failed { error } => ("failed", Some(error.clone())),
+        PipelineState::Stopped => ("stopped", None),
+    };
+    json!({
+        "name": info.spec.name,
+        "sql": info.spec.sql,
+        "options": info.spec.options,
+        "state": state,
+        "error": error,
+        "watermark": info.watermark_micros.map(render_time),
+        "position": info.position,
+        "stats": info.stats,
+    })
+}
+
+/// `GET /pipelines`.
+pub(crate) async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let pipelines: Vec<Value> = of(&app)?.list(TENANT).iter().map(info_json).collect();
+    Ok(Json(
+        json!({"count": pipelines.len(), "pipelines": pipelines}),
+    ))
+}
+
+/// `POST /pipelines`: check, store and start a pipeline (201).
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: PipelineIn = body_json(&body)?;
+    let mut options = PipelineOptions::default();
+    for (key, value) in &request.options {
+        allsource_operators::ddl::set_option(&mut options, key, value)?;
+    }
+    let spec = PipelineSpec {
+        tenant: TENANT.to_string(),
+        name: request.name,
+        sql: request.sql,
+        options,
+    };
+    let info = of(&app)?.create(spec).await?;
+    Ok((StatusCode::CREATED, Json(info_json(&info))))
+}
+
+/// `GET /pipelines/{name}`.
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = of(&app)?
+        .get(TENANT, &name)
+        .ok_or_else(|| ApiError::not_found(format!("no pipeline named {name}")))?;
+    Ok(Json(info_json(&info)))
+}
+
+/// `DELETE /pipelines/{name}`: stop it and forget it and its results.
+pub(crate) async fn delete(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    of(&app)?.drop_pipeline(TENANT, &name).await?;
+    Ok(Json(json!({"name": name, "dropped": true})))
+}
