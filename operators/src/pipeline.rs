@@ -193,7 +193,7 @@ impl Pipeline {
         let post_feed = Arc::new(Feed::default());
         let replacement: Arc<dyn ExecutionPlan> =
             Arc::new(FeedExec::new(top.schema(), None, Arc::clone(&post_feed)));
-        let post = replace(&plan, top_ptr(&plan), &replacement)?;
+        let post = replace(&plan, std::ptr::from_ref(top).cast(), &replacement)?;
         pipeline.pre = Arc::clone(grouped.input());
         pipeline.windows = Some(Windows {
             aggregate,
@@ -284,16 +284,6 @@ fn topmost_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
         return Some(aggregate);
     }
     plan.children().into_iter().find_map(topmost_aggregate)
-}
-
-fn top_ptr(plan: &Arc<dyn ExecutionPlan>) -> *const () {
-    fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<*const ()> {
-        if plan.downcast_ref::<AggregateExec>().is_some() {
-            return Some(Arc::as_ptr(plan) as *const ());
-        }
-        plan.children().into_iter().find_map(find)
-    }
-    find(plan).unwrap_or(std::ptr::null())
 }
 
 /// The partial aggregate feeding a final one (through exchanges).

@@ -97,12 +97,45 @@ struct Progress {
 struct Entry {
     spec: PipelineSpec,
     running: Arc<Running>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Entry {
+    /// A pipeline that could not start, with no results.
+    fn failed(spec: PipelineSpec, error: &Error) -> Self {
+        let running = Running::new(Arc::new(Schema::empty()));
+        running.progress.lock().state = PipelineState::Failed {
+            error: error.to_string(),
+        };
+        Self {
+            spec,
+            running: Arc::new(running),
+            task: None,
+        }
+    }
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Running {
+    fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            results: Mutex::new(Vec::new()),
+            late: Mutex::new(Vec::new()),
+            progress: Mutex::new(Progress {
+                state: PipelineState::Running,
+                stats: PipelineStats::default(),
+                watermark: None,
+                position: 0,
+            }),
+        }
     }
 }
 
@@ -133,8 +166,16 @@ impl Pipelines {
             changes: tokio::sync::Mutex::new(()),
         });
         for spec in pipelines.load().await? {
-            let entry = pipelines.start(spec).await?;
-            let key = (entry.spec.tenant.clone(), entry.spec.name.clone());
+            let key = (spec.tenant.clone(), spec.name.clone());
+            // A stored pipeline that no longer compiles is listed as failed; the
+            // others start and the store keeps serving.
+            let entry = match pipelines.start(spec.clone()).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::error!(pipeline = spec.name, error = %e, "a stored pipeline failed to start");
+                    Entry::failed(spec, &e)
+                }
+            };
             pipelines.entries.lock().insert(key, entry);
         }
         Ok(pipelines)
@@ -273,17 +314,7 @@ impl Pipelines {
     async fn start(&self, spec: PipelineSpec) -> Result<Entry> {
         let pipeline =
             Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
-        let running = Arc::new(Running {
-            schema: pipeline.schema(),
-            results: Mutex::new(Vec::new()),
-            late: Mutex::new(Vec::new()),
-            progress: Mutex::new(Progress {
-                state: PipelineState::Running,
-                stats: PipelineStats::default(),
-                watermark: None,
-                position: 0,
-            }),
-        });
+        let running = Arc::new(Running::new(pipeline.schema()));
         let task = tokio::spawn(run(
             self.store.clone(),
             spec.tenant.clone(),
@@ -293,7 +324,7 @@ impl Pipelines {
         Ok(Entry {
             spec,
             running,
-            task,
+            task: Some(task),
         })
     }
 }

@@ -9,7 +9,7 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+pub(super) async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
     let response = client()
         .post(server.url(path))
         .json(&body)
@@ -20,7 +20,7 @@ async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
+pub(super) async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
     let response = client()
         .get(server.url(path))
         .send()

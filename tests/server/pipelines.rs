@@ -8,27 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::Server;
-
-async fn post(server: &Server, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use super::api::{get, post};
 
 async fn query(server: &Server, sql: &str) -> (StatusCode, Value) {
     post(server, "/api/v1/query", json!({ "sql": sql })).await

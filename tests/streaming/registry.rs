@@ -151,3 +151,37 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
         Err(Error::NotFound(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_pipeline_that_no_longer_plans_is_listed_as_failed() {
+    use object_store::ObjectStoreExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = util::open(dir.path(), Durability::Always);
+    let stored = serde_json::json!([
+        {"tenant": "acme", "name": "broken", "sql": "SELECT nope FROM events"},
+        {"tenant": "acme", "name": "per_kind", "sql": PER_KIND},
+    ]);
+    store
+        .table_storage()
+        .put(
+            &object_store::path::Path::from("pipelines/definitions.json"),
+            object_store::PutPayload::from(stored.to_string().into_bytes()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pipelines = Pipelines::open(store.clone(), EventQl::new(store.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let broken = pipelines
+        .get("acme", "broken")
+        .unwrap_or_else(|| panic!("listed"));
+    assert!(
+        matches!(&broken.state, PipelineState::Failed { error } if error.contains("nope")),
+        "{:?}",
+        broken.state
+    );
+    let working = pipelines
+        .get("acme", "per_kind")
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(working.state, PipelineState::Running);
+}
