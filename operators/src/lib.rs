@@ -4,8 +4,9 @@
 //! A pipeline's query is planned by DataFusion once, on one partition, over a table
 //! whose scans read the pipeline's current input ([`feed`]). The plan is cut at its
 //! `GROUP BY`: the part below runs on every input batch, the windowed aggregate
-//! ([`window_aggregate`]) keeps groups open until the [`watermark`] passes their
-//! window's end, and the part above runs on the windows it emits ([`pipeline`]).
+//! ([`window_aggregate`] for `TUMBLE` and `HOP`, [`session_aggregate`] for `SESSION`)
+//! keeps groups open until the [`watermark`] passes their window's end, and the part
+//! above runs on the windows it emits ([`pipeline`]).
 //! Dependencies point inward only (`operators` -> `sql` -> `engine`).
 
 pub mod ddl;
@@ -13,6 +14,7 @@ mod error;
 pub mod feed;
 pub mod pipeline;
 pub mod registry;
+pub mod session_aggregate;
 pub mod watermark;
 pub mod window_aggregate;
 

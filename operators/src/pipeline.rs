@@ -27,13 +27,17 @@ use allsource_sql::EventQl;
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
+use allsource_sql::windows::WindowCall;
+
 use crate::error::{Error, Result};
 use crate::feed::{Feed, FeedExec, FeedTable};
+use crate::session_aggregate::SessionAggregate;
 use crate::watermark::Watermark;
 use crate::window_aggregate::WindowAggregate;
 
@@ -81,6 +85,8 @@ pub struct PipelineStats {
     pub late_events: u64,
     /// Result rows emitted.
     pub rows_out: u64,
+    /// Groups (window and keys) open, waiting for the watermark.
+    pub open_groups: u64,
 }
 
 /// A compiled pipeline and its running state.
@@ -98,9 +104,40 @@ pub struct Pipeline {
 
 /// The grouped part of a windowed pipeline.
 struct Windows {
-    aggregate: WindowAggregate,
+    aggregate: Grouping,
     feed: Arc<Feed>,
     post: Arc<dyn ExecutionPlan>,
+}
+
+/// The aggregate operator of a windowed pipeline.
+enum Grouping {
+    /// `TUMBLE` or `HOP` windows.
+    Fixed(WindowAggregate),
+    /// `SESSION` windows.
+    Session(SessionAggregate),
+}
+
+impl Grouping {
+    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Grouping::Fixed(a) => a.update(batch),
+            Grouping::Session(a) => a.update(batch),
+        }
+    }
+
+    fn emit(&mut self, watermark: Option<i64>) -> Result<Option<RecordBatch>> {
+        match self {
+            Grouping::Fixed(a) => a.emit(watermark),
+            Grouping::Session(a) => a.emit(watermark),
+        }
+    }
+
+    fn open_groups(&self) -> usize {
+        match self {
+            Grouping::Fixed(a) => a.open_groups(),
+            Grouping::Session(a) => a.open_groups(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -123,7 +160,10 @@ impl Pipeline {
     ) -> Result<Self> {
         let feed = Arc::new(Feed::default());
         let source = Arc::new(FeedTable::new(event_schema(), Arc::clone(&feed)));
-        let frame = eventql.plan_pipeline(tenant, sql, source).await?;
+        let (frame, calls) = eventql.plan_pipeline(tenant, sql, source).await?;
+        let time_column = time_column(&calls)?;
+        let session = session_partition(&calls)?;
+        let written = frame.logical_plan().clone();
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await?;
         let watermark = Watermark::new(
@@ -131,7 +171,7 @@ impl Pipeline {
             options.max_future_skew_micros,
         );
         let mut pipeline = Self {
-            time_column: "timestamp".into(),
+            time_column: time_column.clone(),
             feed,
             pre: Arc::clone(&plan),
             windows: None,
@@ -142,6 +182,13 @@ impl Pipeline {
             late: Vec::new(),
         };
         let Some(top) = topmost_aggregate(&plan) else {
+            if session.is_some() {
+                return Err(Error::Invalid(
+                    "a pipeline over SESSION must GROUP BY window_start, window_end and the \
+                     session's partition columns"
+                        .into(),
+                ));
+            }
             return Ok(pipeline);
         };
         let grouped = match top.mode() {
@@ -176,20 +223,82 @@ impl Pipeline {
                     .is_some_and(|c| input_schema.field(c.index()).name() == name)
             })
         };
-        let (Some(_), Some(window_end)) = (named("window_start"), named("window_end")) else {
+        let (Some(window_start), Some(window_end)) = (named("window_start"), named("window_end"))
+        else {
             return Err(Error::Invalid(
                 "a pipeline's GROUP BY must include window_start and window_end, from \
-                 TUMBLE(events, timestamp, size) or HOP(events, timestamp, slide, size)"
+                 TUMBLE(events, timestamp, size), HOP(events, timestamp, slide, size) or \
+                 SESSION(events, timestamp, gap [, partition_column ...])"
                     .into(),
             ));
         };
-        let aggregate = WindowAggregate::new(
-            keys,
-            window_end,
-            grouped.aggr_expr().to_vec(),
-            &input_schema,
-            top.schema(),
-        )?;
+        let aggregate = match session {
+            None => Grouping::Fixed(WindowAggregate::new(
+                keys,
+                window_end,
+                grouped.aggr_expr().to_vec(),
+                &input_schema,
+                top.schema(),
+            )?),
+            Some((gap, partition)) => {
+                let mut grouped_by: Vec<String> = Vec::new();
+                for (i, key) in keys.iter().enumerate() {
+                    if i == window_start || i == window_end {
+                        continue;
+                    }
+                    match key.downcast_ref::<Column>() {
+                        Some(c) => grouped_by.push(input_schema.field(c.index()).name().clone()),
+                        None => grouped_by.push(key.to_string()),
+                    }
+                }
+                let (mut want, mut have) = (partition.clone(), grouped_by.clone());
+                want.sort_unstable();
+                have.sort_unstable();
+                if want != have {
+                    return Err(Error::Invalid(format!(
+                        "a pipeline over SESSION groups by window_start, window_end and \
+                         exactly the session's partition columns ({}), not {}",
+                        list(&partition),
+                        list(&grouped_by)
+                    )));
+                }
+                let source = event_schema();
+                for (name, key) in grouped_by.iter().zip(
+                    keys.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != window_start && *i != window_end),
+                ) {
+                    let Ok(field) = source.field_with_name(name) else {
+                        return Err(Error::Invalid(format!(
+                            "a SESSION partition column must be a column of events, not {name}"
+                        )));
+                    };
+                    if &key.1.data_type(&input_schema)? != field.data_type() {
+                        return Err(Error::Invalid(format!(
+                            "the pipeline groups by {name} changed from the events column"
+                        )));
+                    }
+                }
+                if let Some(column) = filtered_window(&written, false) {
+                    return Err(Error::Invalid(format!(
+                        "a pipeline over SESSION cannot filter on {column} before its \
+                         GROUP BY, where each event is still in a window of its own; \
+                         filter sessions in HAVING"
+                    )));
+                }
+                Grouping::Session(SessionAggregate::new(
+                    keys,
+                    window_start,
+                    window_end,
+                    grouped_by,
+                    &time_column,
+                    gap,
+                    grouped.aggr_expr().to_vec(),
+                    &input_schema,
+                    top.schema(),
+                )?)
+            }
+        };
         let post_feed = Arc::new(Feed::default());
         let replacement: Arc<dyn ExecutionPlan> =
             Arc::new(FeedExec::new(top.schema(), None, Arc::clone(&post_feed)));
@@ -218,7 +327,13 @@ impl Pipeline {
 
     /// The pipeline's counters.
     pub fn stats(&self) -> PipelineStats {
-        self.stats
+        PipelineStats {
+            open_groups: self
+                .windows
+                .as_ref()
+                .map_or(0, |w| w.aggregate.open_groups() as u64),
+            ..self.stats
+        }
     }
 
     /// Take the next source events (the pipeline's tenant's events, in log order)
@@ -236,6 +351,13 @@ impl Pipeline {
             }
             filter_record_batch(events, &on_time)?
         };
+        if let Some(Windows {
+            aggregate: Grouping::Session(sessions),
+            ..
+        }) = &mut self.windows
+        {
+            sessions.observe(&events)?;
+        }
         self.feed.set(vec![events]);
         let rows = collect(Arc::clone(&self.pre), Arc::clone(&self.task)).await?;
         let out = match &mut self.windows {
@@ -276,6 +398,75 @@ impl Pipeline {
         self.stats.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
+}
+
+/// The event time column of the pipeline's windows (`timestamp` when it has none):
+/// the watermark follows it.
+fn time_column(calls: &[WindowCall]) -> Result<String> {
+    let mut columns = calls.iter().map(|c| match c {
+        WindowCall::Fixed { time_column, .. } | WindowCall::Session { time_column, .. } => {
+            time_column
+        }
+    });
+    let Some(first) = columns.next() else {
+        return Ok("timestamp".into());
+    };
+    if columns.any(|c| c != first) {
+        return Err(Error::Invalid(
+            "a pipeline's window functions all run over one time column".into(),
+        ));
+    }
+    Ok(first.clone())
+}
+
+/// The gap and partition columns of the pipeline's `SESSION`, if it reads one; a
+/// `SESSION` must be its only window function.
+fn session_partition(calls: &[WindowCall]) -> Result<Option<(i64, Vec<String>)>> {
+    let sessions: Vec<(i64, &Vec<String>)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            WindowCall::Session {
+                gap_micros,
+                partition,
+                ..
+            } => Some((*gap_micros, partition)),
+            WindowCall::Fixed { .. } => None,
+        })
+        .collect();
+    match sessions.as_slice() {
+        [] => Ok(None),
+        [(gap, partition)] if calls.len() == 1 => Ok(Some((*gap, (*partition).clone()))),
+        _ => Err(Error::Invalid(
+            "a pipeline over SESSION reads no other window function".into(),
+        )),
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A window column (`window_start`, `window_end`) that a filter below the first
+/// aggregate of `plan` reads. Checked on the plan as written: once optimized, such a
+/// filter is rewritten over the time column.
+fn filtered_window(plan: &LogicalPlan, below_aggregate: bool) -> Option<String> {
+    if let LogicalPlan::Filter(filter) = plan
+        && below_aggregate
+    {
+        for column in filter.predicate.column_refs() {
+            if column.name == "window_start" || column.name == "window_end" {
+                return Some(column.name.clone());
+            }
+        }
+    }
+    let below = below_aggregate || matches!(plan, LogicalPlan::Aggregate(_));
+    plan.inputs()
+        .into_iter()
+        .find_map(|input| filtered_window(input, below))
 }
 
 /// The first aggregate met walking down from `plan`.

@@ -8,8 +8,9 @@
 //! - `DATE_TRUNC`, `DATE_BIN`, `NOW()`, `INTERVAL`;
 //! - `FROM events AS OF TIMESTAMP '…'` for time travel ([`as_of`]);
 //! - `entity_state(entity_id [, as_of])` ([`entity_state`]);
-//! - window table functions `TUMBLE(events, timestamp, size)` and
-//!   `HOP(events, timestamp, slide, size)` ([`windows`]).
+//! - window table functions `TUMBLE(events, timestamp, size)`,
+//!   `HOP(events, timestamp, slide, size)` and
+//!   `SESSION(events, timestamp, gap [, partition_column ...])` ([`windows`]).
 //!
 //! Each query runs for one tenant: the `events` table it sees is scoped to that
 //! tenant inside the scan. Tables: `events`, `streams` (one row per stream),
@@ -394,24 +395,28 @@ impl EventQl {
     /// Check and plan the query `sql` of a pipeline for `tenant`: the same language,
     /// but `events` (and the window functions over it) is `events`, a table that
     /// yields the pipeline's current input, and the plan runs on one partition.
+    ///
+    /// Returns the plan and the window function calls it holds.
     pub async fn plan_pipeline(
         &self,
         tenant: &str,
         sql: &str,
         events: Arc<dyn TableProvider>,
-    ) -> Result<DataFrame, QueryError> {
+    ) -> Result<(DataFrame, Vec<windows::WindowCall>), QueryError> {
         if tenant.is_empty() {
             return Err(QueryError::Plan("a pipeline needs a tenant".into()));
         }
         guard::check(sql)?;
         let limit = self.limits.memory_bytes;
         let df_err = |e| QueryError::from_datafusion(e, limit);
+        let calls = windows::WindowCalls::default();
         let ctx = self
-            .context_over(tenant, &[], events, 1)
+            .context_over(tenant, &[], events, 1, Some(&calls))
             .await
             .map_err(df_err)?;
         let frame = ctx.sql(sql).await.map_err(df_err)?;
-        text_for_json(frame).map_err(df_err)
+        let frame = text_for_json(frame).map_err(df_err)?;
+        Ok((frame, calls.calls()))
     }
 
     async fn context(
@@ -422,7 +427,8 @@ impl EventQl {
         let url = ObjectStoreUrl::parse(STORAGE_URL)?;
         let events = Arc::new(EventsTable::new(self.store.clone(), tenant, url));
         let partitions = SessionConfig::new().target_partitions();
-        self.context_over(tenant, cutoffs, events, partitions).await
+        self.context_over(tenant, cutoffs, events, partitions, None)
+            .await
     }
 
     async fn context_over(
@@ -431,6 +437,7 @@ impl EventQl {
         cutoffs: &[i64],
         events: Arc<dyn TableProvider>,
         target_partitions: usize,
+        pipeline: Option<&windows::WindowCalls>,
     ) -> datafusion::error::Result<SessionContext> {
         let config = SessionConfig::new()
             .with_target_partitions(target_partitions)
@@ -465,7 +472,7 @@ impl EventQl {
         ctx.runtime_env()
             .register_object_store(url.as_ref(), self.store.table_storage());
         ctx.register_table("events", Arc::clone(&events))?;
-        register_windows(&ctx, &events);
+        register_windows(&ctx, &events, pipeline);
         for (i, cutoff) in cutoffs.iter().enumerate() {
             let table = EventsTable::new(self.store.clone(), tenant, url.clone()).as_of(*cutoff);
             ctx.register_table(format!("{}{i}", as_of::AS_OF_TABLE_PREFIX), Arc::new(table))?;
@@ -558,17 +565,23 @@ impl EventQl {
     }
 }
 
-/// The window table functions (`TUMBLE`, `HOP`) over `events`.
-pub fn register_windows(ctx: &SessionContext, events: &Arc<dyn TableProvider>) {
-    for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop] {
-        let name = match kind {
-            windows::WindowKind::Tumble => "tumble",
-            windows::WindowKind::Hop => "hop",
-        };
-        let function = Arc::new(windows::WindowFunction::new(kind, Arc::clone(events)));
+/// The window table functions (`TUMBLE`, `HOP`, `SESSION`) over `events`; for a
+/// pipeline's query when `pipeline` is given.
+pub fn register_windows(
+    ctx: &SessionContext,
+    events: &Arc<dyn TableProvider>,
+    pipeline: Option<&windows::WindowCalls>,
+) {
+    for kind in windows::WindowKind::ALL {
+        let function = Arc::new(match pipeline {
+            None => windows::WindowFunction::new(kind, Arc::clone(events)),
+            Some(calls) => {
+                windows::WindowFunction::for_pipeline(kind, Arc::clone(events), calls.clone())
+            }
+        });
         // Table function names are looked up as written.
-        ctx.register_udtf(name, Arc::clone(&function) as _);
-        ctx.register_udtf(&name.to_uppercase(), function);
+        ctx.register_udtf(kind.name(), Arc::clone(&function) as _);
+        ctx.register_udtf(&kind.name().to_uppercase(), function);
     }
 }
 

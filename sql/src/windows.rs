@@ -1,4 +1,4 @@
-//! Window table functions: `TUMBLE`, `HOP` over the events table.
+//! Window table functions: `TUMBLE`, `HOP` and `SESSION` over the events table.
 //!
 //! Each is a view of `events` with two more columns, `window_start` and `window_end`
 //! (timestamps, end exclusive), so windowed aggregates are plain `GROUP BY`s:
@@ -14,25 +14,40 @@
 //! - `HOP(events, time_column, slide, size)`: windows of `size` starting every
 //!   `slide` (`size` a multiple of `slide`); each event appears once per window
 //!   holding it, `size / slide` times.
+//! - `SESSION(events, time_column, gap [, partition_column ...])`: per value of the
+//!   partition columns, events closer than `gap` to the previous one are in the same
+//!   session; a session's window runs from its first event's time to its last
+//!   event's time plus `gap`. Sessions of one partition never overlap. A query
+//!   grouping sessions groups by `window_start`, `window_end` and the partition
+//!   columns.
 //!
 //! The same views feed pipelines, so a windowed pipeline and the batch query over
-//! the same events assign every event to the same windows.
+//! the same events assign every event to the same windows. For `SESSION`, a pipeline
+//! sees each event in its own window `[time, time + gap)` and merges the windows of
+//! one partition that overlap as events arrive ([`WindowCall`]); merged, they are the
+//! sessions of the batch view.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::DataType;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Column, DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::functions::datetime::expr_fn::date_bin;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, lit};
+use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::functions_window::expr_fn::lag;
+use datafusion::logical_expr::expr::WindowFunction as WindowExpr;
+use datafusion::logical_expr::{
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, WindowFrame, case, cast, col, lit,
+};
 
 /// The table the window functions read: the only one they accept as first argument.
 const SOURCE: &str = "events";
 /// Most windows one event may fall in (`size / slide` of a `HOP`).
 pub const MAX_WINDOWS_PER_EVENT: i64 = 1000;
 /// The window table functions, by the name they are called with.
-pub const NAMES: [&str; 2] = ["tumble", "hop"];
+pub const NAMES: [&str; 3] = ["tumble", "hop", "session"];
 
 /// Which windows a window table function assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +56,63 @@ pub enum WindowKind {
     Tumble,
     /// `HOP(events, time, slide, size)`.
     Hop,
+    /// `SESSION(events, time, gap [, partition_column ...])`.
+    Session,
+}
+
+impl WindowKind {
+    /// Every kind.
+    pub const ALL: [WindowKind; 3] = [WindowKind::Tumble, WindowKind::Hop, WindowKind::Session];
+
+    /// The name the function is called by (lower case).
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowKind::Tumble => "tumble",
+            WindowKind::Hop => "hop",
+            WindowKind::Session => "session",
+        }
+    }
+}
+
+/// A window function call in a pipeline's query, as the pipeline must know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowCall {
+    /// `TUMBLE` or `HOP`: each event's windows are fixed by its time alone.
+    Fixed {
+        /// The event time column the windows are over.
+        time_column: String,
+        /// Microseconds between window starts.
+        slide_micros: i64,
+        /// Window length in microseconds.
+        size_micros: i64,
+    },
+    /// `SESSION`: each event comes in its own window `[time, time + gap)`; the
+    /// pipeline merges overlapping windows of one partition.
+    Session {
+        /// The event time column the sessions are over.
+        time_column: String,
+        /// The inactivity gap closing a session, in microseconds.
+        gap_micros: i64,
+        /// The partition columns, as named in the call.
+        partition: Vec<String>,
+    },
+}
+
+/// The window function calls seen while planning a pipeline's query.
+#[derive(Debug, Clone, Default)]
+pub struct WindowCalls(Arc<Mutex<Vec<WindowCall>>>);
+
+impl WindowCalls {
+    /// The calls recorded so far.
+    pub fn calls(&self) -> Vec<WindowCall> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, call: WindowCall) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.push(call);
+        }
+    }
 }
 
 /// A window table function over one `events` table provider.
@@ -48,12 +120,33 @@ pub enum WindowKind {
 pub struct WindowFunction {
     kind: WindowKind,
     events: Arc<dyn TableProvider>,
+    /// Set when planning a pipeline: calls are recorded, and `SESSION` leaves the
+    /// merging of windows to the pipeline.
+    pipeline: Option<WindowCalls>,
 }
 
 impl WindowFunction {
-    /// The `kind` function over `events`.
+    /// The `kind` function over `events`, for batch queries.
     pub fn new(kind: WindowKind, events: Arc<dyn TableProvider>) -> Self {
-        Self { kind, events }
+        Self {
+            kind,
+            events,
+            pipeline: None,
+        }
+    }
+
+    /// The `kind` function over `events`, for a pipeline's query: each call is
+    /// recorded in `calls`.
+    pub fn for_pipeline(
+        kind: WindowKind,
+        events: Arc<dyn TableProvider>,
+        calls: WindowCalls,
+    ) -> Self {
+        Self {
+            kind,
+            events,
+            pipeline: Some(calls),
+        }
     }
 }
 
@@ -62,15 +155,23 @@ impl TableFunctionImpl for WindowFunction {
         let (name, expected) = match self.kind {
             WindowKind::Tumble => ("TUMBLE", "TUMBLE(events, time_column, size)"),
             WindowKind::Hop => ("HOP", "HOP(events, time_column, slide, size)"),
+            WindowKind::Session => (
+                "SESSION",
+                "SESSION(events, time_column, gap [, partition_column ...])",
+            ),
         };
         let exprs = args.exprs();
-        let arity = if self.kind == WindowKind::Tumble {
-            3
-        } else {
-            4
-        };
-        if exprs.len() != arity {
-            return plan_err!("{name} takes {arity} arguments: {expected}");
+        match self.kind {
+            WindowKind::Tumble if exprs.len() != 3 => {
+                return plan_err!("{name} takes 3 arguments: {expected}");
+            }
+            WindowKind::Hop if exprs.len() != 4 => {
+                return plan_err!("{name} takes 4 arguments: {expected}");
+            }
+            WindowKind::Session if exprs.len() < 3 => {
+                return plan_err!("{name} takes at least 3 arguments: {expected}");
+            }
+            _ => {}
         }
         match &exprs[0] {
             Expr::Column(c) if c.name.eq_ignore_ascii_case(SOURCE) => {}
@@ -80,8 +181,31 @@ impl TableFunctionImpl for WindowFunction {
             Expr::Column(c) => c.name.clone(),
             other => return plan_err!("{name}'s second argument is a time column, not {other}"),
         };
+        if self.kind == WindowKind::Session {
+            let gap = interval_micros(name, "gap", &exprs[2])?;
+            let partition = exprs[3..]
+                .iter()
+                .map(|e| match e {
+                    Expr::Column(c) => Ok(c.name.clone()),
+                    other => plan_err!("{name} partitions by columns of events, not {other}"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let plan = match &self.pipeline {
+                Some(calls) => {
+                    let plan = self.event_windows(&time, gap)?;
+                    calls.record(WindowCall::Session {
+                        time_column: time.clone(),
+                        gap_micros: gap,
+                        partition,
+                    });
+                    plan
+                }
+                None => self.sessions(&time, gap, &partition)?,
+            };
+            return Ok(Arc::new(ViewTable::new(plan, None)));
+        }
         let (slide, size) = match self.kind {
-            WindowKind::Tumble => {
+            WindowKind::Tumble | WindowKind::Session => {
                 let size = interval_micros(name, "size", &exprs[2])?;
                 (size, size)
             }
@@ -100,23 +224,20 @@ impl TableFunctionImpl for WindowFunction {
             );
         }
         let plan = self.plan(&time, slide, size)?;
+        if let Some(calls) = &self.pipeline {
+            calls.record(WindowCall::Fixed {
+                time_column: time,
+                slide_micros: slide,
+                size_micros: size,
+            });
+        }
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
 
 impl WindowFunction {
-    /// `events` with `window_start` and `window_end`, once per window holding each
-    /// event.
-    fn plan(&self, time: &str, slide: i64, size: i64) -> Result<LogicalPlan> {
-        let scan =
-            || LogicalPlanBuilder::scan(SOURCE, provider_as_source(Arc::clone(&self.events)), None);
-        let columns: Vec<Expr> = self
-            .events
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| Expr::Column(Column::new(Some(SOURCE), f.name())))
-            .collect();
+    /// The events table's columns, and the type of its time column `time`.
+    fn columns(&self, time: &str) -> Result<(Vec<Expr>, DataType)> {
         let schema = self.events.schema();
         let Ok(field) = schema.field_with_name(time) else {
             return plan_err!("events has no column {time}");
@@ -124,7 +245,90 @@ impl WindowFunction {
         if !matches!(field.data_type(), DataType::Timestamp(..)) {
             return plan_err!("{time} is not a timestamp column");
         }
-        let time_type = field.data_type().clone();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Expr::Column(Column::new(Some(SOURCE), f.name())))
+            .collect();
+        Ok((columns, field.data_type().clone()))
+    }
+
+    fn scan(&self) -> Result<LogicalPlanBuilder> {
+        LogicalPlanBuilder::scan(SOURCE, provider_as_source(Arc::clone(&self.events)), None)
+    }
+
+    /// `events` with each event in its own window `[time, time + gap)`: the input of
+    /// a pipeline's session merging.
+    fn event_windows(&self, time: &str, gap: i64) -> Result<LogicalPlan> {
+        let (mut columns, time_type) = self.columns(time)?;
+        let time = Expr::Column(Column::new(Some(SOURCE), time));
+        let end = cast(time.clone() + lit(micros_interval(gap)), time_type.clone());
+        columns.push(cast(time, time_type).alias("window_start"));
+        columns.push(end.alias("window_end"));
+        self.scan()?.project(columns)?.build()
+    }
+
+    /// `events` with the `window_start` and `window_end` of each event's session:
+    /// per partition, in time order, a session starts at an event `gap` or more
+    /// after the previous one.
+    fn sessions(&self, time: &str, gap: i64, partition: &[String]) -> Result<LogicalPlan> {
+        let (mut columns, time_type) = self.columns(time)?;
+        let schema = self.events.schema();
+        for column in partition {
+            if schema.field_with_name(column).is_err() {
+                return plan_err!("SESSION partitions by {column}, which events does not have");
+            }
+        }
+        let keys: Vec<Expr> = partition.iter().map(col).collect();
+        let time = Expr::Column(Column::new(Some(SOURCE), time));
+        let micros = cast(time.clone(), DataType::Int64);
+        let previous = lag(micros.clone(), Some(1), None)
+            .partition_by(keys.clone())
+            .order_by(vec![time.clone().sort(true, false)])
+            .build()?
+            .alias("__previous");
+        let starts = case(
+            col("__previous")
+                .is_null()
+                .or((micros - col("__previous")).gt_eq(lit(gap))),
+        )
+        .when(lit(true), lit(1_i64))
+        .otherwise(lit(0_i64))?;
+        let mut with_start = columns.clone();
+        with_start.push(starts.alias("__starts"));
+        // Peers (equal times) share a frame, so a session number never splits them.
+        let number = Expr::from(WindowExpr::new(sum_udaf(), vec![col("__starts")]))
+            .partition_by(keys.clone())
+            .order_by(vec![time.clone().sort(true, false)])
+            .window_frame(WindowFrame::new(Some(false)))
+            .build()?
+            .alias("__session");
+        let mut session_keys = keys;
+        session_keys.push(col("__session"));
+        let first = Expr::from(WindowExpr::new(min_udaf(), vec![time.clone()]))
+            .partition_by(session_keys.clone())
+            .build()?
+            .alias("__first");
+        let last = Expr::from(WindowExpr::new(max_udaf(), vec![time]))
+            .partition_by(session_keys)
+            .build()?
+            .alias("__last");
+        columns.push(cast(col("__first"), time_type.clone()).alias("window_start"));
+        columns
+            .push(cast(col("__last") + lit(micros_interval(gap)), time_type).alias("window_end"));
+        self.scan()?
+            .window(vec![previous])?
+            .project(with_start)?
+            .window(vec![number])?
+            .window(vec![first, last])?
+            .project(columns)?
+            .build()
+    }
+
+    /// `events` with `window_start` and `window_end`, once per window holding each
+    /// event.
+    fn plan(&self, time: &str, slide: i64, size: i64) -> Result<LogicalPlan> {
+        let (columns, time_type) = self.columns(time)?;
         let time = Expr::Column(Column::new(Some(SOURCE), time));
         let origin = lit(ScalarValue::TimestampMicrosecond(
             Some(0),
@@ -139,7 +343,7 @@ impl WindowFunction {
             let mut projection = columns.clone();
             projection.push(start.alias("window_start"));
             projection.push(end.alias("window_end"));
-            let windows = scan()?.project(projection)?;
+            let windows = self.scan()?.project(projection)?;
             plan = Some(match plan {
                 None => windows,
                 Some(earlier) => earlier.union(windows.build()?)?,

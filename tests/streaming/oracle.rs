@@ -1,8 +1,8 @@
 //! The oracle for windowed pipelines: once the watermark has passed, every window's
 //! result equals the same query run as batch EventQL over the same events, minus the
 //! events the pipeline reported late. Random streams with bounded disorder (and some
-//! events beyond the bound), random batch cuts, several keys, tumbling and hopping
-//! windows.
+//! events beyond the bound), random batch cuts, several keys, tumbling, hopping and
+//! session windows.
 
 use allsource::engine::{
     AppendRequest, Durability, EventData, ExpectedVersion, RecordedEvent, event_schema,
@@ -187,6 +187,19 @@ const HOP: &str = "SELECT window_start, window_end, entity_id, COUNT(*) AS n, \
      WHERE event_type <> 'kind-2' \
      GROUP BY window_start, window_end, entity_id HAVING COUNT(*) > 1";
 
+/// Sessions per entity, with a filter: the events it drops still join sessions, as in
+/// the batch view.
+const SESSION: &str = "SELECT window_start, window_end, entity_id, COUNT(*) AS n, \
+     SUM(payload->>'v') AS total, COUNT(DISTINCT event_type) AS kinds, MAX(payload->>'v') AS high \
+     FROM SESSION(events, timestamp, INTERVAL '8' SECOND, entity_id) \
+     WHERE event_type <> 'kind-2' \
+     GROUP BY window_start, window_end, entity_id";
+
+/// One session across all events.
+const SESSION_ALL: &str = "SELECT window_start, window_end, COUNT(*) AS n, AVG(payload->>'v') AS mean \
+     FROM SESSION(events, timestamp, INTERVAL '3' SECOND) \
+     GROUP BY window_start, window_end HAVING COUNT(*) > 1";
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -213,6 +226,17 @@ proptest! {
         cuts in prop::collection::vec(0usize..200, 0..6),
     ) {
         let (streamed, batch, _) = runtime().block_on(both(HOP, &events, &cuts, SECOND));
+        prop_assert_eq!(streamed, batch);
+    }
+
+    #[test]
+    fn session_windows_equal_the_batch_query(
+        events in stream(4 * SECOND),
+        cuts in prop::collection::vec(0usize..200, 0..6),
+    ) {
+        let (streamed, batch, _) = runtime().block_on(both(SESSION, &events, &cuts, 2 * SECOND));
+        prop_assert_eq!(streamed, batch);
+        let (streamed, batch, _) = runtime().block_on(both(SESSION_ALL, &events, &cuts, SECOND));
         prop_assert_eq!(streamed, batch);
     }
 }

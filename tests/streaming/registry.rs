@@ -117,12 +117,48 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
             ),
             "window_start and window_end",
         ),
+        (
+            spec(
+                "wrong_partition",
+                "SELECT window_start, window_end, event_type, COUNT(*) \
+                 FROM SESSION(events, timestamp, INTERVAL '1' MINUTE, entity_id) \
+                 GROUP BY window_start, window_end, event_type",
+            ),
+            "exactly the session's partition columns (entity_id), not event_type",
+        ),
+        (
+            spec(
+                "session_filter",
+                "SELECT window_start, window_end, COUNT(*) \
+                 FROM SESSION(events, timestamp, INTERVAL '1' MINUTE) \
+                 WHERE window_end > TIMESTAMP '2020-01-01T00:00:00Z' \
+                 GROUP BY window_start, window_end",
+            ),
+            "filter sessions in HAVING",
+        ),
+        (
+            spec(
+                "session_rows",
+                "SELECT * FROM SESSION(events, timestamp, INTERVAL '1' MINUTE)",
+            ),
+            "must GROUP BY window_start, window_end",
+        ),
+        (
+            spec(
+                "two_windows",
+                "SELECT window_start, window_end, COUNT(*) FROM ( \
+                 SELECT * FROM SESSION(events, timestamp, INTERVAL '1' MINUTE) UNION ALL \
+                 SELECT * FROM TUMBLE(events, timestamp, INTERVAL '1' MINUTE)) \
+                 GROUP BY window_start, window_end",
+            ),
+            "no other window function",
+        ),
     ] {
         let err = pipelines
             .create(bad)
             .await
             .err()
-            .unwrap_or_else(|| panic!("accepted"));
+            .unwrap_or_else(|| panic!("{says}: accepted"));
         assert!(err.to_string().contains(says), "{err}");
     }
     assert_eq!(pipelines.list("acme").len(), 1);
