@@ -178,6 +178,9 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
     match key {
         "allowed_lateness" => options.allowed_lateness_micros = duration_micros(key, value)?,
         "max_future_skew" => options.max_future_skew_micros = duration_micros(key, value)?,
+        "checkpoint_interval" => {
+            options.checkpoint_interval_micros = duration_micros(key, value)?;
+        }
         "late_data" => {
             options.late_data = match value {
                 "drop" => LateData::Drop,
@@ -191,7 +194,8 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
         }
         other => {
             return Err(invalid(format!(
-                "unknown option {other:?} (allowed_lateness, max_future_skew, late_data)"
+                "unknown option {other:?} (allowed_lateness, max_future_skew, late_data, \
+                 checkpoint_interval)"
             )));
         }
     }
@@ -235,7 +239,7 @@ mod tests {
     fn parses_the_pipeline_statements() {
         let parsed = parse(
             "create pipeline hourly WITH (allowed_lateness = '5s', late_data = 'table', \
-             max_future_skew='2m') AS SELECT 1;",
+             max_future_skew='2m', checkpoint_interval = '250ms') AS SELECT 1;",
         );
         let expected = Statement::Create {
             name: "hourly".into(),
@@ -243,6 +247,7 @@ mod tests {
                 allowed_lateness_micros: 5_000_000,
                 max_future_skew_micros: 120_000_000,
                 late_data: LateData::Keep,
+                checkpoint_interval_micros: 250_000,
             },
             sql: "SELECT 1".into(),
         };

@@ -9,15 +9,17 @@
 //! above runs on the windows it emits ([`pipeline`]).
 //! Dependencies point inward only (`operators` -> `sql` -> `engine`).
 
+pub mod checkpoint;
 pub mod ddl;
 mod error;
 pub mod feed;
 pub mod pipeline;
 pub mod registry;
 pub mod session_aggregate;
+mod state;
 pub mod watermark;
 pub mod window_aggregate;
 
 pub use error::{Error, Result};
-pub use pipeline::{LateData, Pipeline, PipelineOptions, PipelineStats};
+pub use pipeline::{LateData, Pipeline, PipelineOptions, PipelineStats, Snapshot};
 pub use registry::{PipelineInfo, PipelineSpec, PipelineState, Pipelines};

@@ -53,6 +53,9 @@ pub struct PipelineOptions {
     pub max_future_skew_micros: i64,
     /// What becomes of late events. Default: dropped and counted.
     pub late_data: LateData,
+    /// How often a running pipeline writes a checkpoint, in microseconds. Default
+    /// one second; 0 checkpoints after every input batch.
+    pub checkpoint_interval_micros: i64,
 }
 
 /// What becomes of late events.
@@ -72,12 +75,14 @@ impl Default for PipelineOptions {
             allowed_lateness_micros: 0,
             max_future_skew_micros: 60_000_000,
             late_data: LateData::Drop,
+            checkpoint_interval_micros: 1_000_000,
         }
     }
 }
 
 /// Counters of one pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PipelineStats {
     /// Source events taken in.
     pub events_in: u64,
@@ -117,7 +122,33 @@ enum Grouping {
     Session(SessionAggregate),
 }
 
+/// A pipeline's state between two input batches: what a checkpoint keeps of it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Event-time progress.
+    pub watermark: Watermark,
+    /// Counters.
+    pub stats: PipelineStats,
+    /// The open windows' groups, a row each ([`crate::state`]); `None` for a
+    /// pipeline without `GROUP BY`.
+    pub groups: Option<RecordBatch>,
+}
+
 impl Grouping {
+    fn snapshot(&mut self) -> Result<RecordBatch> {
+        match self {
+            Grouping::Fixed(a) => a.snapshot(),
+            Grouping::Session(a) => a.snapshot(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: &RecordBatch) -> Result<()> {
+        match self {
+            Grouping::Fixed(a) => a.restore(snapshot),
+            Grouping::Session(a) => a.restore(snapshot),
+        }
+    }
+
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         match self {
             Grouping::Fixed(a) => a.update(batch),
@@ -374,6 +405,37 @@ impl Pipeline {
             }
         };
         Ok(out)
+    }
+
+    /// The pipeline's state now, between two input batches.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let groups = match &mut self.windows {
+            Some(windows) => Some(windows.aggregate.snapshot()?),
+            None => None,
+        };
+        Ok(Snapshot {
+            watermark: self.watermark,
+            stats: self.stats,
+            groups,
+        })
+    }
+
+    /// Go back to `snapshot`, taken of a pipeline compiled from the same query and
+    /// options. The input then goes on from where it was when the snapshot was taken.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        match (&mut self.windows, &snapshot.groups) {
+            (Some(windows), Some(groups)) => windows.aggregate.restore(groups)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::Invalid(
+                    "a checkpoint's state does not match the pipeline's operators".into(),
+                ));
+            }
+        }
+        self.watermark = snapshot.watermark;
+        self.stats = snapshot.stats;
+        self.late.clear();
+        Ok(())
     }
 
     /// The late events kept since the last call ([`LateData::Keep`]).

@@ -1,13 +1,15 @@
 //! `Pipelines`: the store's pipelines — their definitions, kept in the table storage,
 //! and one task per pipeline running it over the log.
 //!
-//! Each task subscribes to its tenant's events from position 0 (catch-up, then
-//! live, with no gap or duplicate at the seam: the subscription's guarantee) and
-//! feeds them to its [`Pipeline`] in log order. Results are kept in memory and read
-//! as a table named after the pipeline. A definition is checked (compiled) before
-//! it is stored, and stored before its task starts; on open every stored pipeline
-//! starts again from position 0. Its results are then computed again from the log:
-//! the same results, since a pipeline's output depends on the log alone.
+//! Each task subscribes to its tenant's events (catch-up, then live, with no gap or
+//! duplicate at the seam: the subscription's guarantee) and feeds them to its
+//! [`Pipeline`] in log order. Results are kept in memory, read as a table named after
+//! the pipeline, and made durable by periodic [checkpoints](crate::checkpoint) of the
+//! pipeline's state, results and log position. A definition is checked (compiled)
+//! before it is stored, and stored before its task starts; on open every stored
+//! pipeline resumes from its last checkpoint (from position 0 when it has none, or
+//! when the checkpoint cannot be read: a pipeline's output depends on the log alone,
+//! so computing it again gives the same results).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{Checkpoints, Manifest, Rows, Update};
 use crate::ddl::Statement;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
@@ -35,6 +38,9 @@ const DEFINITIONS: &str = "pipelines/definitions.json";
 /// A pipeline as defined by its user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineSpec {
+    /// Names its checkpoints; given on creation, unique to each pipeline created.
+    #[serde(default)]
+    pub id: String,
     /// The tenant whose events it reads.
     pub tenant: String,
     /// Its name, also the name of its results table.
@@ -74,6 +80,23 @@ pub struct PipelineInfo {
     pub watermark_micros: Option<i64>,
     /// The log position it has read up to.
     pub position: u64,
+    /// Its last checkpoint, if it has written or resumed from one.
+    pub checkpoint: Option<CheckpointInfo>,
+}
+
+/// A pipeline's last checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckpointInfo {
+    /// Counts the pipeline's checkpoints, from 1.
+    pub sequence: u64,
+    /// Every event before this log position is reflected in it.
+    pub position: u64,
+    /// How long writing it took, in microseconds (0 when resumed from it).
+    pub duration_micros: u64,
+    /// Checkpoints that failed to write since the pipeline started.
+    pub failures: u64,
+    /// The position the pipeline resumed from when it started.
+    pub resumed_from: u64,
 }
 
 /// The running side of one pipeline, shared with its task.
@@ -92,6 +115,7 @@ struct Progress {
     stats: PipelineStats,
     watermark: Option<i64>,
     position: u64,
+    checkpoint: Option<CheckpointInfo>,
 }
 
 struct Entry {
@@ -134,6 +158,7 @@ impl Running {
                 stats: PipelineStats::default(),
                 watermark: None,
                 position: 0,
+                checkpoint: None,
             }),
         }
     }
@@ -182,8 +207,14 @@ impl Pipelines {
     }
 
     /// Check, store and start a new pipeline.
-    pub async fn create(&self, spec: PipelineSpec) -> Result<PipelineInfo> {
+    pub async fn create(&self, mut spec: PipelineSpec) -> Result<PipelineInfo> {
         check_name(&spec.name)?;
+        if spec.options.checkpoint_interval_micros < 0 {
+            return Err(Error::Invalid(
+                "checkpoint_interval cannot be negative".into(),
+            ));
+        }
+        spec.id = uuid::Uuid::now_v7().to_string();
         let _change = self.changes.lock().await;
         let key = (spec.tenant.clone(), spec.name.clone());
         if self.entries.lock().contains_key(&key) {
@@ -211,7 +242,14 @@ impl Pipelines {
             .filter(|s| (s.tenant.as_str(), s.name.as_str()) != (tenant, name))
             .collect();
         self.save(&specs).await?;
-        self.entries.lock().remove(&key);
+        let removed = self.entries.lock().remove(&key);
+        if let Some(entry) = removed {
+            let checkpoints = Checkpoints::new(self.store.table_storage(), &entry.spec.id());
+            drop(entry);
+            if let Err(e) = checkpoints.remove().await {
+                tracing::warn!(pipeline = name, error = %e, "removing a dropped pipeline's checkpoints");
+            }
+        }
         Ok(())
     }
 
@@ -261,6 +299,7 @@ impl Pipelines {
         match statement {
             Statement::Create { name, options, sql } => {
                 let spec = PipelineSpec {
+                    id: String::new(),
                     tenant: tenant.to_string(),
                     name,
                     sql,
@@ -310,22 +349,74 @@ impl Pipelines {
         Ok(())
     }
 
-    /// Compile `spec` and start its task.
+    /// Compile `spec`, bring it to its last checkpoint, and start its task.
     async fn start(&self, spec: PipelineSpec) -> Result<Entry> {
-        let pipeline =
+        let mut pipeline =
             Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
         let running = Arc::new(Running::new(pipeline.schema()));
+        let checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
+        let restored = match checkpoints
+            .load(&running.schema, &late_events_source_schema())
+            .await
+        {
+            Ok(restored) => restored,
+            Err(e) => {
+                tracing::warn!(pipeline = spec.name, error = %e, "a checkpoint could not be read; the pipeline starts from the beginning of the log");
+                None
+            }
+        };
+        let mut manifest = None;
+        if let Some(restored) = restored {
+            match pipeline.restore(&restored.snapshot) {
+                Ok(()) => {
+                    *running.results.lock() = restored.results;
+                    *running.late.lock() = restored.late;
+                    let mut progress = running.progress.lock();
+                    progress.stats = pipeline.stats();
+                    progress.watermark = pipeline.watermark();
+                    progress.position = restored.manifest.position;
+                    progress.checkpoint = Some(CheckpointInfo {
+                        sequence: restored.manifest.sequence,
+                        position: restored.manifest.position,
+                        duration_micros: 0,
+                        failures: 0,
+                        resumed_from: restored.manifest.position,
+                    });
+                    manifest = Some(restored.manifest);
+                }
+                Err(e) => {
+                    tracing::warn!(pipeline = spec.name, error = %e, "a checkpoint does not fit the pipeline; it starts from the beginning of the log");
+                    pipeline =
+                        Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options)
+                            .await?;
+                }
+            }
+        }
         let task = tokio::spawn(run(
             self.store.clone(),
-            spec.tenant.clone(),
+            spec.clone(),
             pipeline,
             Arc::clone(&running),
+            checkpoints,
+            manifest,
         ));
         Ok(Entry {
             spec,
             running,
             task: Some(task),
         })
+    }
+}
+
+impl PipelineSpec {
+    /// The name of the pipeline's checkpoints: its id, or for a definition stored
+    /// without one, its tenant and name.
+    pub fn id(&self) -> String {
+        if self.id.is_empty() {
+            format!("{}.{}", self.tenant, self.name)
+        } else {
+            self.id.clone()
+        }
     }
 }
 
@@ -386,30 +477,169 @@ fn with_pipeline_column(
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// Feed the tenant's log to `pipeline` until the store closes or the pipeline fails.
-async fn run(store: EventStore, tenant: String, mut pipeline: Pipeline, running: Arc<Running>) {
+/// The columns of late events as a pipeline keeps them (the `late_events` table
+/// without its `pipeline` column).
+fn late_events_source_schema() -> SchemaRef {
+    event_schema()
+}
+
+/// A running pipeline's checkpointing: what the last checkpoint holds and what was
+/// emitted since.
+struct Checkpointer {
+    checkpoints: Checkpoints,
+    manifest: Option<Manifest>,
+    interval: std::time::Duration,
+    last: std::time::Instant,
+    results: Vec<RecordBatch>,
+    late: Vec<RecordBatch>,
+    /// Input processed since the last checkpoint.
+    dirty: bool,
+    failures: u64,
+}
+
+impl Checkpointer {
+    /// How long until the next checkpoint is due; `None` when nothing changed.
+    fn due_in(&self) -> Option<std::time::Duration> {
+        self.dirty
+            .then(|| self.interval.saturating_sub(self.last.elapsed()))
+    }
+
+    /// Write a checkpoint of `pipeline` at `position`. A failure is logged and
+    /// counted; the pipeline goes on and the next checkpoint tries again.
+    async fn write(&mut self, pipeline: &mut Pipeline, position: u64, running: &Running) {
+        let started = std::time::Instant::now();
+        self.last = started;
+        let outcome = async {
+            let snapshot = pipeline.snapshot()?;
+            let compact = self
+                .manifest
+                .as_ref()
+                .is_some_and(Checkpoints::wants_compaction);
+            let (all_results, all_late);
+            let (results, late) = if compact {
+                all_results = running.results.lock().clone();
+                all_late = running.late.lock().clone();
+                (Rows::All(&all_results), Rows::All(&all_late))
+            } else {
+                (Rows::Since(&self.results), Rows::Since(&self.late))
+            };
+            let update = Update {
+                position,
+                snapshot: &snapshot,
+                results,
+                late,
+            };
+            self.checkpoints.write(self.manifest.as_ref(), update).await
+        }
+        .await;
+        match outcome {
+            Ok(manifest) => {
+                self.results.clear();
+                self.late.clear();
+                self.dirty = false;
+                let mut progress = running.progress.lock();
+                let resumed_from = progress.checkpoint.map_or(0, |c| c.resumed_from);
+                progress.checkpoint = Some(CheckpointInfo {
+                    sequence: manifest.sequence,
+                    position: manifest.position,
+                    duration_micros: started.elapsed().as_micros() as u64,
+                    failures: self.failures,
+                    resumed_from,
+                });
+                self.manifest = Some(manifest);
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(error = %e, "a pipeline checkpoint failed; retrying at the next one");
+                if let Some(checkpoint) = running.progress.lock().checkpoint.as_mut() {
+                    checkpoint.failures = self.failures;
+                }
+            }
+        }
+    }
+}
+
+/// Feed the tenant's log to `pipeline` from the position of its last checkpoint
+/// (`manifest`) until the store closes or the pipeline fails, writing checkpoints
+/// every `checkpoint_interval` while there is new input, and one when the store
+/// closes.
+async fn run(
+    store: EventStore,
+    spec: PipelineSpec,
+    mut pipeline: Pipeline,
+    running: Arc<Running>,
+    checkpoints: Checkpoints,
+    manifest: Option<Manifest>,
+) {
     let schema = event_schema();
-    let mut subscription = store.subscribe(&tenant, 0, SubscriptionFilter::all());
+    let from = manifest.as_ref().map_or(0, |m| m.position);
+    let mut subscription = store.subscribe(&spec.tenant, from, SubscriptionFilter::all());
+    let interval_micros = spec.options.checkpoint_interval_micros.max(0) as u64;
+    let mut checkpointer = Checkpointer {
+        checkpoints,
+        manifest,
+        interval: std::time::Duration::from_micros(interval_micros),
+        last: std::time::Instant::now(),
+        results: Vec::new(),
+        late: Vec::new(),
+        dirty: false,
+        failures: 0,
+    };
     let outcome: Result<()> = async {
         loop {
-            let events = match subscription.next_batch().await {
+            let next = match checkpointer.due_in() {
+                None => subscription.next_batch().await,
+                Some(wait) => {
+                    match tokio::time::timeout(wait, subscription.next_batch()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            // Quiet: write what is pending.
+                            let position = subscription.position();
+                            checkpointer
+                                .write(&mut pipeline, position, &running)
+                                .await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let events = match next {
                 Ok(events) => events,
-                Err(StoreError::Closed) => return Ok(()),
+                Err(StoreError::Closed) => {
+                    if checkpointer.dirty {
+                        let position = subscription.position();
+                        checkpointer
+                            .write(&mut pipeline, position, &running)
+                            .await;
+                    }
+                    return Ok(());
+                }
                 Err(e) => return Err(Error::Internal(format!("reading the log: {e}"))),
             };
             let refs: Vec<_> = events.iter().collect();
             let batch = events_to_batch(&schema, &refs)
                 .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
             let out = pipeline.process(&batch).await?;
+            checkpointer.results.extend(out.iter().cloned());
             running.results.lock().extend(out);
             let late = pipeline.take_late_events();
             if !late.is_empty() {
+                checkpointer.late.extend(late.iter().cloned());
                 running.late.lock().extend(late);
             }
-            let mut progress = running.progress.lock();
-            progress.stats = pipeline.stats();
-            progress.watermark = pipeline.watermark();
-            progress.position = subscription.position();
+            checkpointer.dirty = true;
+            {
+                let mut progress = running.progress.lock();
+                progress.stats = pipeline.stats();
+                progress.watermark = pipeline.watermark();
+                progress.position = subscription.position();
+            }
+            if checkpointer.due_in().is_some_and(|d| d.is_zero()) {
+                let position = subscription.position();
+                checkpointer
+                    .write(&mut pipeline, position, &running)
+                    .await;
+            }
         }
     }
     .await;
@@ -417,7 +647,7 @@ async fn run(store: EventStore, tenant: String, mut pipeline: Pipeline, running:
     progress.state = match outcome {
         Ok(()) => PipelineState::Stopped,
         Err(e) => {
-            tracing::error!(tenant, error = %e, "pipeline stopped");
+            tracing::error!(tenant = spec.tenant, pipeline = spec.name, error = %e, "pipeline stopped");
             PipelineState::Failed {
                 error: e.to_string(),
             }
@@ -433,6 +663,7 @@ fn info(entry: &Entry) -> PipelineInfo {
         stats: progress.stats,
         watermark_micros: progress.watermark,
         position: progress.position,
+        checkpoint: progress.checkpoint,
     }
 }
 

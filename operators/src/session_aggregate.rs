@@ -23,9 +23,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -34,6 +36,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
+use crate::state;
 
 /// One open session of a partition.
 struct Session {
@@ -59,6 +62,8 @@ pub struct SessionAggregate {
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// Converts the partition keys to and from the row format.
     converter: RowConverter,
+    /// The partition keys' types.
+    key_types: Vec<DataType>,
     /// Open sessions by partition, then by start.
     sessions: HashMap<Box<[u8]>, BTreeMap<i64, Session>>,
     /// `(end, partition, start)` of every open session, for emission.
@@ -100,10 +105,11 @@ impl SessionAggregate {
                 "session partition keys and columns differ".into(),
             ));
         }
-        let fields = partition
+        let key_types = partition
             .iter()
-            .map(|i| Ok(SortField::new(keys[*i].data_type(input)?)))
+            .map(|i| Ok(keys[*i].data_type(input)?))
             .collect::<Result<Vec<_>>>()?;
+        let fields = key_types.iter().cloned().map(SortField::new).collect();
         Ok(Self {
             keys,
             window_start,
@@ -114,6 +120,7 @@ impl SessionAggregate {
             gap,
             aggregates,
             converter: RowConverter::new(fields)?,
+            key_types,
             sessions: HashMap::new(),
             ends: BTreeSet::new(),
             schema,
@@ -315,6 +322,87 @@ impl SessionAggregate {
             },
         );
         self.ends.insert((end, key.into(), start));
+        Ok(())
+    }
+
+    /// The snapshot's schema: the partition keys, the session's bounds and row
+    /// count, then the aggregates' states.
+    fn snapshot_schema(&self) -> Result<SchemaRef> {
+        let mut leading = state::key_fields(&self.key_types);
+        leading.push(Field::new("session_start", DataType::Int64, false));
+        leading.push(Field::new("session_end", DataType::Int64, false));
+        leading.push(Field::new("session_rows", DataType::UInt64, false));
+        state::snapshot_schema(leading, &self.aggregates)
+    }
+
+    /// The open sessions, a row each, for a checkpoint ([`crate::state`]).
+    pub fn snapshot(&mut self) -> Result<RecordBatch> {
+        let schema = self.snapshot_schema()?;
+        let open: Vec<(i64, &[u8], i64)> = self
+            .ends
+            .iter()
+            .map(|(end, key, start)| (*end, &key[..], *start))
+            .collect();
+        let keys: Vec<&[u8]> = open.iter().map(|(_, key, _)| *key).collect();
+        let mut columns = state::key_columns(&self.converter, &self.key_types, &keys)?;
+        let mut states = state::StateColumns::new(state::state_fields(&self.aggregates)?);
+        let mut rows = Vec::with_capacity(open.len());
+        for (_, key, start) in &open {
+            let session = self
+                .sessions
+                .get_mut(*key)
+                .and_then(|s| s.get_mut(start))
+                .ok_or_else(|| Error::Internal("an open session is missing".into()))?;
+            rows.push(session.rows);
+            states.push(&mut session.accumulators)?;
+        }
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            open.iter().map(|(_, _, start)| *start),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            open.iter().map(|(end, _, _)| *end),
+        )));
+        columns.push(Arc::new(UInt64Array::from(rows)));
+        columns.extend(states.finish()?);
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(open.len()));
+        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    }
+
+    /// Reopen the sessions of `snapshot` (from [`SessionAggregate::snapshot`] of the
+    /// same query), replacing any open ones.
+    pub fn restore(&mut self, snapshot: &RecordBatch) -> Result<()> {
+        state::check_snapshot(snapshot, &*self.snapshot_schema()?)?;
+        self.sessions.clear();
+        self.ends.clear();
+        let width = self.key_types.len();
+        let columns = snapshot.columns();
+        let number = |i: usize| -> Result<&Int64Array> {
+            columns[width + i]
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| Error::Invalid("a checkpoint's session bounds are not Int64".into()))
+        };
+        let (starts, ends) = (number(0)?, number(1)?);
+        let counts = columns[width + 2]
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| Error::Invalid("a checkpoint's session rows are not UInt64".into()))?;
+        let states = &columns[width + 3..];
+        let rows = self.partition_rows(&columns[..width])?;
+        for row in 0..snapshot.num_rows() {
+            let key = key_of(&rows, row);
+            let (start, end) = (starts.value(row), ends.value(row));
+            let accumulators = state::restore_accumulators(&self.aggregates, states, row)?;
+            self.sessions.entry(key.into()).or_default().insert(
+                start,
+                Session {
+                    end,
+                    rows: counts.value(row),
+                    accumulators,
+                },
+            );
+            self.ends.insert((end, key.into(), start));
+        }
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
+use crate::state;
 
 /// Open windows' groups and their accumulators.
 pub struct WindowAggregate {
@@ -34,6 +35,8 @@ pub struct WindowAggregate {
     window_end: usize,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     converter: RowConverter,
+    /// The key columns' types.
+    key_types: Vec<arrow::datatypes::DataType>,
     /// Groups by their keys in the row format.
     groups: HashMap<Box<[u8]>, Vec<Box<dyn Accumulator>>>,
     /// Keys of the open groups by window end.
@@ -60,15 +63,17 @@ impl WindowAggregate {
         input: &arrow::datatypes::Schema,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let fields = keys
+        let key_types = keys
             .iter()
-            .map(|k| Ok(SortField::new(k.data_type(input)?)))
+            .map(|k| Ok(k.data_type(input)?))
             .collect::<Result<Vec<_>>>()?;
+        let fields = key_types.iter().cloned().map(SortField::new).collect();
         Ok(Self {
             keys,
             window_end,
             aggregates,
             converter: RowConverter::new(fields)?,
+            key_types,
             groups: HashMap::new(),
             ends: BTreeMap::new(),
             schema,
@@ -139,6 +144,56 @@ impl WindowAggregate {
                     .collect::<Result<Vec<_>, _>>()?;
                 accumulator.update_batch(&values)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The snapshot's schema: the key columns, then the aggregates' states.
+    fn snapshot_schema(&self) -> Result<SchemaRef> {
+        state::snapshot_schema(state::key_fields(&self.key_types), &self.aggregates)
+    }
+
+    /// The open groups, a row each, for a checkpoint ([`crate::state`]).
+    pub fn snapshot(&mut self) -> Result<RecordBatch> {
+        let schema = self.snapshot_schema()?;
+        let keys: Vec<&[u8]> = self.ends.values().flatten().map(|k| &k[..]).collect();
+        let mut columns = state::key_columns(&self.converter, &self.key_types, &keys)?;
+        let mut states = state::StateColumns::new(state::state_fields(&self.aggregates)?);
+        for key in &keys {
+            let accumulators = self
+                .groups
+                .get_mut(*key)
+                .ok_or_else(|| Error::Internal("an open window's group is missing".into()))?;
+            states.push(accumulators)?;
+        }
+        columns.extend(states.finish()?);
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
+        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    }
+
+    /// Reopen the groups of `snapshot` (from [`WindowAggregate::snapshot`] of the same
+    /// query), replacing any open ones.
+    pub fn restore(&mut self, snapshot: &RecordBatch) -> Result<()> {
+        state::check_snapshot(snapshot, &*self.snapshot_schema()?)?;
+        self.groups.clear();
+        self.ends.clear();
+        let width = self.key_types.len();
+        let keys = &snapshot.columns()[..width];
+        let states = &snapshot.columns()[width..];
+        let ends = cast(
+            &keys[self.window_end],
+            &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+        )?;
+        let ends = ends
+            .as_any()
+            .downcast_ref::<arrow::array::PrimitiveArray<TimestampMicrosecondType>>()
+            .ok_or_else(|| Error::Invalid("a checkpoint's window_end is not a timestamp".into()))?;
+        let rows = self.converter.convert_columns(keys)?;
+        for row in 0..snapshot.num_rows() {
+            let key: Box<[u8]> = rows.row(row).data().into();
+            let accumulators = state::restore_accumulators(&self.aggregates, states, row)?;
+            self.ends.entry(ends.value(row)).or_default().push(key.clone());
+            self.groups.insert(key, accumulators);
         }
         Ok(())
     }

@@ -49,6 +49,7 @@ pub(crate) fn info_json(info: &PipelineInfo) -> Value {
         "watermark": info.watermark_micros.map(render_time),
         "position": info.position,
         "stats": info.stats,
+        "checkpoint": info.checkpoint,
     })
 }
 
@@ -71,6 +72,7 @@ pub(crate) async fn create(
         allsource_operators::ddl::set_option(&mut options, key, value)?;
     }
     let spec = PipelineSpec {
+        id: String::new(),
         tenant: TENANT.to_string(),
         name: request.name,
         sql: request.sql,

@@ -57,6 +57,7 @@ async fn eventually(eventql: &EventQl, sql: &str, expected: &str) {
 
 fn spec(name: &str, sql: &str) -> PipelineSpec {
     PipelineSpec {
+        id: String::new(),
         tenant: "acme".into(),
         name: name.into(),
         sql: sql.into(),
