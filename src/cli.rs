@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use allsource_engine::EventStore;
 use allsource_engine::wal::{self, SegmentStatus, VerifyReport};
@@ -217,7 +218,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("starting the stored pipelines")?;
         let pipeline_count = pipelines.count();
-        let state = state.with_pipelines(pipelines);
+        let state = state.with_pipelines(Arc::clone(&pipelines));
         let eventql = state.eventql().clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut http_stopped = stopped.clone();
@@ -250,6 +251,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stop.send(true);
         http.await??;
         flight.await?.context("serving Flight")?;
+        pipelines.stop().await;
+        tracing::info!("pipelines checkpointed and stopped");
         match store.flush().await {
             Ok(report) => tracing::info!(events = report.events, "flushed the buffer to Parquet"),
             Err(e) => {

@@ -125,9 +125,8 @@ impl Checkpoints {
         let manifest: Manifest = match self.storage.get(&self.path(MANIFEST)).await {
             Ok(found) => {
                 let bytes = found.bytes().await.map_err(storage_error)?;
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::Invalid(format!("reading {}: {e}", self.path(MANIFEST)))
-                })?
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Invalid(format!("reading {}: {e}", self.path(MANIFEST))))?
             }
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(storage_error(e)),
@@ -176,32 +175,33 @@ impl Checkpoints {
             }
             None => None,
         };
-        let files = |rows: Rows<'_>, kind: &str| -> (Vec<String>, Option<(String, Vec<RecordBatch>)>) {
-            let (mut names, batches) = match rows {
-                Rows::Since(batches) => (
-                    previous.map_or_else(Vec::new, |m| {
-                        if kind == "results" {
-                            m.results.clone()
-                        } else {
-                            m.late.clone()
-                        }
-                    }),
-                    batches,
-                ),
-                Rows::All(batches) => (Vec::new(), batches),
+        let files =
+            |rows: Rows<'_>, kind: &str| -> (Vec<String>, Option<(String, Vec<RecordBatch>)>) {
+                let (mut names, batches) = match rows {
+                    Rows::Since(batches) => (
+                        previous.map_or_else(Vec::new, |m| {
+                            if kind == "results" {
+                                m.results.clone()
+                            } else {
+                                m.late.clone()
+                            }
+                        }),
+                        batches,
+                    ),
+                    Rows::All(batches) => (Vec::new(), batches),
+                };
+                let batches: Vec<RecordBatch> = batches
+                    .iter()
+                    .filter(|b| b.num_rows() > 0)
+                    .cloned()
+                    .collect();
+                if batches.is_empty() {
+                    return (names, None);
+                }
+                let name = format!("{kind}-{sequence:012}.arrow");
+                names.push(name.clone());
+                (names, Some((name, batches)))
             };
-            let batches: Vec<RecordBatch> = batches
-                .iter()
-                .filter(|b| b.num_rows() > 0)
-                .cloned()
-                .collect();
-            if batches.is_empty() {
-                return (names, None);
-            }
-            let name = format!("{kind}-{sequence:012}.arrow");
-            names.push(name.clone());
-            (names, Some((name, batches)))
-        };
         let (result_names, result_file) = files(update.results, "results");
         let (late_names, late_file) = files(update.late, "late");
         for (name, batches) in [result_file, late_file].into_iter().flatten() {

@@ -171,6 +171,8 @@ pub struct Pipelines {
     entries: Mutex<BTreeMap<(String, String), Entry>>,
     /// Serialises changes to the stored definitions.
     changes: tokio::sync::Mutex<()>,
+    /// Set to stop every pipeline after a last checkpoint ([`Pipelines::stop`]).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -189,6 +191,7 @@ impl Pipelines {
             eventql,
             entries: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         for spec in pipelines.load().await? {
             let key = (spec.tenant.clone(), spec.name.clone());
@@ -251,6 +254,26 @@ impl Pipelines {
             }
         }
         Ok(())
+    }
+
+    /// Stop every pipeline, each after writing a checkpoint of what it processed
+    /// since its last one, so that the next open resumes exactly there. Waits for
+    /// them (at most 30 s).
+    pub async fn stop(&self) {
+        self.stopping.send_replace(true);
+        let tasks: Vec<_> = self
+            .entries
+            .lock()
+            .values_mut()
+            .filter_map(|e| e.task.take())
+            .collect();
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("pipelines did not stop within 30 s");
+        }
     }
 
     /// How many pipelines there are, of every tenant.
@@ -399,6 +422,7 @@ impl Pipelines {
             Arc::clone(&running),
             checkpoints,
             manifest,
+            self.stopping.subscribe(),
         ));
         Ok(Entry {
             spec,
@@ -559,10 +583,24 @@ impl Checkpointer {
     }
 }
 
+/// The next events of `subscription`, or `None` once `wait` (when given) passes
+/// without any.
+async fn next_within(
+    subscription: &mut allsource_engine::Subscription,
+    wait: Option<std::time::Duration>,
+) -> Option<std::result::Result<Vec<allsource_engine::RecordedEvent>, StoreError>> {
+    match wait {
+        None => Some(subscription.next_batch().await),
+        Some(wait) => tokio::time::timeout(wait, subscription.next_batch())
+            .await
+            .ok(),
+    }
+}
+
 /// Feed the tenant's log to `pipeline` from the position of its last checkpoint
-/// (`manifest`) until the store closes or the pipeline fails, writing checkpoints
-/// every `checkpoint_interval` while there is new input, and one when the store
-/// closes.
+/// (`manifest`) until the store closes, the pipelines stop (`stopping`) or the
+/// pipeline fails, writing checkpoints every `checkpoint_interval` while there is
+/// new input, and one when it stops.
 async fn run(
     store: EventStore,
     spec: PipelineSpec,
@@ -570,6 +608,7 @@ async fn run(
     running: Arc<Running>,
     checkpoints: Checkpoints,
     manifest: Option<Manifest>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let schema = event_schema();
     let from = manifest.as_ref().map_or(0, |m| m.position);
@@ -587,30 +626,33 @@ async fn run(
     };
     let outcome: Result<()> = async {
         loop {
-            let next = match checkpointer.due_in() {
-                None => subscription.next_batch().await,
-                Some(wait) => {
-                    match tokio::time::timeout(wait, subscription.next_batch()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            // Quiet: write what is pending.
-                            let position = subscription.position();
-                            checkpointer
-                                .write(&mut pipeline, position, &running)
-                                .await;
-                            continue;
-                        }
+            let wait = checkpointer.due_in();
+            let next = tokio::select! {
+                biased;
+                () = async {
+                    // Also once the sender is gone: then nothing is left to run for.
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                } => {
+                    if checkpointer.dirty {
+                        let position = subscription.position();
+                        checkpointer.write(&mut pipeline, position, &running).await;
                     }
+                    return Ok(());
                 }
+                next = next_within(&mut subscription, wait) => next,
+            };
+            let Some(next) = next else {
+                // Quiet for a checkpoint interval: write what is pending.
+                let position = subscription.position();
+                checkpointer.write(&mut pipeline, position, &running).await;
+                continue;
             };
             let events = match next {
                 Ok(events) => events,
                 Err(StoreError::Closed) => {
                     if checkpointer.dirty {
                         let position = subscription.position();
-                        checkpointer
-                            .write(&mut pipeline, position, &running)
-                            .await;
+                        checkpointer.write(&mut pipeline, position, &running).await;
                     }
                     return Ok(());
                 }
@@ -636,9 +678,7 @@ async fn run(
             }
             if checkpointer.due_in().is_some_and(|d| d.is_zero()) {
                 let position = subscription.position();
-                checkpointer
-                    .write(&mut pipeline, position, &running)
-                    .await;
+                checkpointer.write(&mut pipeline, position, &running).await;
             }
         }
     }

@@ -365,7 +365,9 @@ impl SessionAggregate {
         columns.push(Arc::new(UInt64Array::from(rows)));
         columns.extend(states.finish()?);
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(open.len()));
-        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 
     /// Reopen the sessions of `snapshot` (from [`SessionAggregate::snapshot`] of the

@@ -168,7 +168,9 @@ impl WindowAggregate {
         }
         columns.extend(states.finish()?);
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
-        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 
     /// Reopen the groups of `snapshot` (from [`WindowAggregate::snapshot`] of the same
@@ -192,7 +194,10 @@ impl WindowAggregate {
         for row in 0..snapshot.num_rows() {
             let key: Box<[u8]> = rows.row(row).data().into();
             let accumulators = state::restore_accumulators(&self.aggregates, states, row)?;
-            self.ends.entry(ends.value(row)).or_default().push(key.clone());
+            self.ends
+                .entry(ends.value(row))
+                .or_default()
+                .push(key.clone());
             self.groups.insert(key, accumulators);
         }
         Ok(())

@@ -1,4 +1,5 @@
 //! Streaming pipelines: windowed results against the same query run in batch.
 
+mod golden;
 mod oracle;
 mod registry;

@@ -166,6 +166,7 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
 
     // Closed and opened again: the pipeline starts again and recomputes its results.
     drop(eventql);
+    pipelines.stop().await;
     drop(pipelines);
     store.close().unwrap_or_else(|e| panic!("{e}"));
     let store = util::open(dir.path(), Durability::Always);
@@ -174,7 +175,18 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pipelines.list("acme").len(), 1);
+    // It resumed from the checkpoint written when the store closed, at the end of
+    // the log, with the results it had.
+    let resumed = pipelines
+        .get("acme", "per_kind")
+        .and_then(|info| info.checkpoint)
+        .unwrap_or_else(|| panic!("no checkpoint"));
+    assert_eq!(resumed.resumed_from, 47);
     let eventql = planner.with_extra_tables(Arc::clone(&pipelines) as _);
+    let (_, results) = pipelines
+        .results("acme", "per_kind")
+        .unwrap_or_else(|| panic!("no results"));
+    assert!(!results.is_empty());
     eventually(&eventql, from_pipeline, &expected).await;
 
     pipelines
