@@ -276,6 +276,35 @@ impl Pipelines {
         }
     }
 
+    /// Start a pipeline again from the beginning of the log: its checkpoints and
+    /// results are discarded and computed again.
+    pub async fn reset(&self, tenant: &str, name: &str) -> Result<PipelineInfo> {
+        let _change = self.changes.lock().await;
+        let key = (tenant.to_string(), name.to_string());
+        let spec = match self.entries.lock().get(&key) {
+            Some(entry) => entry.spec.clone(),
+            None => return Err(Error::NotFound(name.to_string())),
+        };
+        // Stop the task before its checkpoints go, so that it writes no more.
+        let old = self.entries.lock().remove(&key);
+        if let Some(mut entry) = old
+            && let Some(task) = entry.task.take()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        let checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
+        let removed = checkpoints.remove().await;
+        let entry = match removed {
+            Ok(()) => self.start(spec.clone()).await,
+            Err(e) => Err(e),
+        };
+        let entry = entry.unwrap_or_else(|e| Entry::failed(spec, &e));
+        let info = info(&entry);
+        self.entries.lock().insert(key, entry);
+        Ok(info)
+    }
+
     /// How many pipelines there are, of every tenant.
     pub fn count(&self) -> usize {
         self.entries.lock().len()
@@ -721,6 +750,11 @@ fn check_name(name: &str) -> Result<()> {
             "a pipeline's name is a lowercase identifier (letters, digits, _; at most 63), \
              not {name:?}"
         )));
+    }
+    if name == "stats" {
+        return Err(Error::Invalid(
+            "stats is reserved (GET /api/v1/pipelines/stats)".into(),
+        ));
     }
     if TABLES.contains(&name) || name == LATE_EVENTS {
         return Err(Error::Invalid(format!(

@@ -120,9 +120,15 @@ pub fn router(state: AppState) -> Router {
         .route("/compaction/stats", get(admin::compaction_stats))
         .route("/query", post(query::run))
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
+        .route("/pipelines/stats", get(pipelines::all_stats))
         .route(
             "/pipelines/{name}",
             get(pipelines::get).delete(pipelines::delete),
+        )
+        .route("/pipelines/{name}/stats", get(pipelines::stats))
+        .route(
+            "/pipelines/{name}/reset",
+            axum::routing::put(pipelines::reset),
         );
     let graphql = allsource_graphql::router(
         allsource_graphql::Service::new(state.store.clone(), state.eventql.clone(), TENANT),

@@ -145,8 +145,41 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     counter!("allsource_flush_bytes_written_total").absolute(tier.bytes_written);
     counter!("allsource_compactions_total").absolute(tier.compactions);
     counter!("allsource_files_compacted_total").absolute(tier.files_compacted);
+    if let Some(pipelines) = &app.pipelines {
+        pipeline_metrics(pipelines, stats.visible_position);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         recorder().render(),
     )
+}
+
+/// Each pipeline's figures, labelled with its name.
+fn pipeline_metrics(pipelines: &allsource_operators::Pipelines, head: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    for info in pipelines.list(super::TENANT) {
+        let label = [("pipeline", info.spec.name.clone())];
+        let running = matches!(info.state, allsource_operators::PipelineState::Running);
+        gauge!("allsource_pipeline_running", &label).set(if running { 1.0 } else { 0.0 });
+        counter!("allsource_pipeline_events_in_total", &label).absolute(info.stats.events_in);
+        counter!("allsource_pipeline_late_events_total", &label).absolute(info.stats.late_events);
+        counter!("allsource_pipeline_rows_out_total", &label).absolute(info.stats.rows_out);
+        gauge!("allsource_pipeline_open_groups", &label).set(info.stats.open_groups as f64);
+        gauge!("allsource_pipeline_lag_events", &label)
+            .set(head.saturating_sub(info.position) as f64);
+        if let Some(watermark) = info.watermark_micros {
+            let seconds = watermark as f64 / 1e6;
+            gauge!("allsource_pipeline_watermark_seconds", &label).set(seconds);
+            gauge!("allsource_pipeline_watermark_lag_seconds", &label).set(now - seconds);
+        }
+        if let Some(checkpoint) = info.checkpoint {
+            counter!("allsource_pipeline_checkpoints_total", &label).absolute(checkpoint.sequence);
+            counter!("allsource_pipeline_checkpoint_failures_total", &label)
+                .absolute(checkpoint.failures);
+            gauge!("allsource_pipeline_checkpoint_duration_seconds", &label)
+                .set(checkpoint.duration_micros as f64 / 1e6);
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! Pipelines over REST: list, create (a name and an EventQL query), read, drop. The
-//! same pipelines are managed with `CREATE PIPELINE` / `DROP PIPELINE` /
-//! `SHOW PIPELINES` through `POST /query`.
+//! Pipelines over REST: list, create (a name and an EventQL query), read, drop, their
+//! stats, and reset. The same pipelines are managed with `CREATE PIPELINE` /
+//! `DROP PIPELINE` / `SHOW PIPELINES` through `POST /query`.
 
 use std::sync::Arc;
 
@@ -35,10 +35,10 @@ pub(crate) struct PipelineIn {
 }
 
 pub(crate) fn info_json(info: &PipelineInfo) -> Value {
-    let (state, error) = match &info.state {
-        PipelineState::Running => ("running", None),
-        PipelineState::Failed { error } => ("failed", Some(error.clone())),
-        PipelineState::Stopped => ("stopped", None),
+    let state = state_name(info);
+    let error = match &info.state {
+        PipelineState::Failed { error } => Some(error.clone()),
+        _ => None,
     };
     json!({
         "name": info.spec.name,
@@ -100,4 +100,72 @@ pub(crate) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     of(&app)?.drop_pipeline(TENANT, &name).await?;
     Ok(Json(json!({"name": name, "dropped": true})))
+}
+
+/// A pipeline's figures: its counters, watermark and how far it trails, and its last
+/// checkpoint. `head` is the store's newest visible position.
+pub(crate) fn stats_json(info: &PipelineInfo, head: u64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    json!({
+        "name": info.spec.name,
+        "state": state_name(info),
+        "events_in": info.stats.events_in,
+        "late_events": info.stats.late_events,
+        "rows_out": info.stats.rows_out,
+        "open_groups": info.stats.open_groups,
+        "watermark": info.watermark_micros.map(render_time),
+        "watermark_lag_seconds": info.watermark_micros.map(|w| (now - w) as f64 / 1e6),
+        "position": info.position,
+        "lag_events": head.saturating_sub(info.position),
+        "checkpoint": info.checkpoint,
+    })
+}
+
+fn state_name(info: &PipelineInfo) -> &'static str {
+    match &info.state {
+        PipelineState::Running => "running",
+        PipelineState::Failed { .. } => "failed",
+        PipelineState::Stopped => "stopped",
+    }
+}
+
+/// `GET /pipelines/stats`: every pipeline's figures, and their totals.
+pub(crate) async fn all_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let head = app.store.stats().visible_position;
+    let infos = of(&app)?.list(TENANT);
+    let count = |state: &str| infos.iter().filter(|i| state_name(i) == state).count();
+    let total = |f: fn(&PipelineInfo) -> u64| infos.iter().map(f).sum::<u64>();
+    Ok(Json(json!({
+        "count": infos.len(),
+        "running": count("running"),
+        "failed": count("failed"),
+        "events_in": total(|i| i.stats.events_in),
+        "late_events": total(|i| i.stats.late_events),
+        "rows_out": total(|i| i.stats.rows_out),
+        "pipelines": infos.iter().map(|i| stats_json(i, head)).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /pipelines/{name}/stats`.
+pub(crate) async fn stats(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let head = app.store.stats().visible_position;
+    let info = of(&app)?
+        .get(TENANT, &name)
+        .ok_or_else(|| ApiError::not_found(format!("no pipeline named {name}")))?;
+    Ok(Json(stats_json(&info, head)))
+}
+
+/// `PUT /pipelines/{name}/reset`: discard its results and checkpoints and run it
+/// again from the beginning of the log.
+pub(crate) async fn reset(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = of(&app)?.reset(TENANT, &name).await?;
+    Ok(Json(info_json(&info)))
 }

@@ -146,6 +146,69 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
     assert_eq!(listed["count"], 2, "{listed}");
     rows_become(&server, from_pipeline, &batch["rows"]).await;
 
+    // Figures: per pipeline, all of them, and in /metrics.
+    let (status, stats) = get(&server, "/api/v1/pipelines/per_page/stats").await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["events_in"], 25, "{stats}");
+    assert_eq!(stats["late_events"], 0, "{stats}");
+    assert_eq!(stats["rows_out"], 6, "{stats}");
+    assert_eq!(stats["lag_events"], 0, "{stats}");
+    assert!(
+        stats["open_groups"].as_u64().is_some_and(|n| n > 0),
+        "{stats}"
+    );
+    assert!(
+        stats["checkpoint"]["resumed_from"]
+            .as_u64()
+            .is_some_and(|p| p > 0),
+        "{stats}"
+    );
+    let (status, all) = get(&server, "/api/v1/pipelines/stats").await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["count"], 2, "{all}");
+    assert_eq!(all["running"], 2, "{all}");
+    assert_eq!(all["events_in"], 50, "{all}");
+    let (status, _) = get(&server, "/api/v1/pipelines/nothing/stats").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        "allsource_pipeline_events_in_total{pipeline=\"per_page\"} 25",
+        "allsource_pipeline_rows_out_total{pipeline=\"per_page\"} 6",
+        "allsource_pipeline_lag_events{pipeline=\"all_clicks\"} 0",
+        "allsource_pipeline_running{pipeline=\"per_page\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert!(metrics.contains("allsource_pipeline_watermark_lag_seconds{pipeline=\"per_page\"}"));
+    assert!(metrics.contains("allsource_pipeline_checkpoint_duration_seconds{pipeline="));
+
+    // Reset: results and checkpoints discarded, computed again from the start.
+    let response = reqwest::Client::new()
+        .put(server.url("/api/v1/pipelines/per_page/reset"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status(), StatusCode::OK);
+    rows_become(&server, from_pipeline, &batch["rows"]).await;
+    let (_, stats) = get(&server, "/api/v1/pipelines/per_page/stats").await;
+    assert_eq!(stats["events_in"], 25, "{stats}");
+    assert_eq!(
+        stats["checkpoint"]["resumed_from"].as_u64().unwrap_or(0),
+        0,
+        "{stats}"
+    );
+    let response = reqwest::Client::new()
+        .put(server.url("/api/v1/pipelines/nothing/reset"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
     let (status, body) = query(&server, "DROP PIPELINE per_page").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = reqwest::Client::new()
