@@ -37,6 +37,7 @@ use allsource_sql::windows::WindowCall;
 
 use crate::error::{Error, Result};
 use crate::feed::{Feed, FeedExec, FeedTable};
+use crate::running_aggregate::RunningAggregate;
 use crate::session_aggregate::SessionAggregate;
 use crate::watermark::Watermark;
 use crate::window_aggregate::WindowAggregate;
@@ -120,6 +121,8 @@ enum Grouping {
     Fixed(WindowAggregate),
     /// `SESSION` windows.
     Session(SessionAggregate),
+    /// No windows: totals per key, updated as events arrive.
+    Running(RunningAggregate),
 }
 
 /// A pipeline's state between two input batches: what a checkpoint keeps of it.
@@ -139,6 +142,7 @@ impl Grouping {
         match self {
             Grouping::Fixed(a) => a.snapshot(),
             Grouping::Session(a) => a.snapshot(),
+            Grouping::Running(a) => a.snapshot(),
         }
     }
 
@@ -146,13 +150,16 @@ impl Grouping {
         match self {
             Grouping::Fixed(a) => a.restore(snapshot),
             Grouping::Session(a) => a.restore(snapshot),
+            Grouping::Running(a) => a.restore(snapshot),
         }
     }
 
-    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Add rows; the rows that changed, for a running aggregate.
+    fn update(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
         match self {
-            Grouping::Fixed(a) => a.update(batch),
-            Grouping::Session(a) => a.update(batch),
+            Grouping::Fixed(a) => a.update(batch).map(|()| None),
+            Grouping::Session(a) => a.update(batch).map(|()| None),
+            Grouping::Running(a) => a.update(batch),
         }
     }
 
@@ -160,6 +167,7 @@ impl Grouping {
         match self {
             Grouping::Fixed(a) => a.emit(watermark),
             Grouping::Session(a) => a.emit(watermark),
+            Grouping::Running(_) => Ok(None),
         }
     }
 
@@ -167,6 +175,7 @@ impl Grouping {
         match self {
             Grouping::Fixed(a) => a.open_groups(),
             Grouping::Session(a) => a.open_groups(),
+            Grouping::Running(a) => a.open_groups(),
         }
     }
 }
@@ -201,7 +210,7 @@ impl Pipeline {
             options.allowed_lateness_micros,
             options.max_future_skew_micros,
         );
-        let mut pipeline = Self {
+        let pipeline = Self {
             time_column: time_column.clone(),
             feed,
             pre: Arc::clone(&plan),
@@ -254,8 +263,18 @@ impl Pipeline {
                     .is_some_and(|c| input_schema.field(c.index()).name() == name)
             })
         };
-        let (Some(window_start), Some(window_end)) = (named("window_start"), named("window_end"))
-        else {
+        let windowed = (named("window_start"), named("window_end"));
+        if calls.is_empty() && windowed == (None, None) {
+            // No window function: totals per key, kept up to date.
+            let aggregate = Grouping::Running(RunningAggregate::new(
+                keys,
+                grouped.aggr_expr().to_vec(),
+                &input_schema,
+                top.schema(),
+            )?);
+            return pipeline.with_grouping(&plan, top, grouped, aggregate);
+        }
+        let (Some(window_start), Some(window_end)) = windowed else {
             return Err(Error::Invalid(
                 "a pipeline's GROUP BY must include window_start and window_end, from \
                  TUMBLE(events, timestamp, size), HOP(events, timestamp, slide, size) or \
@@ -330,17 +349,30 @@ impl Pipeline {
                 )?)
             }
         };
+        pipeline.with_grouping(&plan, top, grouped, aggregate)
+    }
+
+    /// This pipeline cut at `top` (the topmost aggregate of `plan`; `grouped` the
+    /// one that groups its input): `aggregate` in place of both, the plan below
+    /// `grouped` before it, the plan above `top` after it.
+    fn with_grouping(
+        mut self,
+        plan: &Arc<dyn ExecutionPlan>,
+        top: &AggregateExec,
+        grouped: &AggregateExec,
+        aggregate: Grouping,
+    ) -> Result<Self> {
         let post_feed = Arc::new(Feed::default());
         let replacement: Arc<dyn ExecutionPlan> =
             Arc::new(FeedExec::new(top.schema(), None, Arc::clone(&post_feed)));
-        let post = replace(&plan, std::ptr::from_ref(top).cast(), &replacement)?;
-        pipeline.pre = Arc::clone(grouped.input());
-        pipeline.windows = Some(Windows {
+        let post = replace(plan, std::ptr::from_ref(top).cast(), &replacement)?;
+        self.pre = Arc::clone(grouped.input());
+        self.windows = Some(Windows {
             aggregate,
             feed: post_feed,
             post,
         });
-        Ok(pipeline)
+        Ok(self)
     }
 
     /// The schema of the pipeline's results.
@@ -372,6 +404,10 @@ impl Pipeline {
     pub async fn process(&mut self, events: &RecordBatch) -> Result<Vec<RecordBatch>> {
         let on_time = self.watermark.observe(events, &self.time_column)?;
         self.stats.events_in += events.num_rows() as u64;
+        if self.is_running() {
+            // Totals never close: every event counts, however late.
+            return self.process_running(events).await;
+        }
         self.stats.late_events += on_time.false_count() as u64;
         let events = if on_time.false_count() == 0 {
             events.clone()
@@ -405,6 +441,53 @@ impl Pipeline {
             }
         };
         Ok(out)
+    }
+
+    /// Whether the pipeline keeps totals per key without windows: its results are then
+    /// the current row of each key ([`Pipeline::current`]), replaced as events
+    /// arrive, and [`Pipeline::process`] returns the rows that changed.
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.windows,
+            Some(Windows {
+                aggregate: Grouping::Running(_),
+                ..
+            })
+        )
+    }
+
+    async fn process_running(&mut self, events: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.feed.set(vec![events.clone()]);
+        let rows = collect(Arc::clone(&self.pre), Arc::clone(&self.task)).await?;
+        let Some(windows) = &mut self.windows else {
+            return Ok(Vec::new());
+        };
+        let mut changed = Vec::new();
+        for batch in &rows {
+            changed.extend(windows.aggregate.update(batch)?);
+        }
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        windows.feed.set(changed);
+        let out = collect(Arc::clone(&windows.post), Arc::clone(&self.task)).await?;
+        self.stats.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        Ok(out)
+    }
+
+    /// A running pipeline's whole table now: the current row of every key (empty for
+    /// other pipelines).
+    pub async fn current(&mut self) -> Result<Vec<RecordBatch>> {
+        let Some(Windows {
+            aggregate: Grouping::Running(totals),
+            feed,
+            post,
+        }) = &mut self.windows
+        else {
+            return Ok(Vec::new());
+        };
+        feed.set(vec![totals.current()?]);
+        Ok(collect(Arc::clone(post), Arc::clone(&self.task)).await?)
     }
 
     /// The pipeline's state now, between two input batches.

@@ -421,7 +421,11 @@ impl Pipelines {
         if let Some(restored) = restored {
             match pipeline.restore(&restored.snapshot) {
                 Ok(()) => {
-                    *running.results.lock() = restored.results;
+                    *running.results.lock() = if pipeline.is_running() {
+                        pipeline.current().await?
+                    } else {
+                        restored.results
+                    };
                     *running.late.lock() = restored.late;
                     let mut progress = running.progress.lock();
                     progress.stats = pipeline.stats();
@@ -691,8 +695,15 @@ async fn run(
             let batch = events_to_batch(&schema, &refs)
                 .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
             let out = pipeline.process(&batch).await?;
-            checkpointer.results.extend(out.iter().cloned());
-            running.results.lock().extend(out);
+            if pipeline.is_running() {
+                // Totals per key: the table is their current rows, rebuilt from the
+                // checkpointed state after a restart.
+                let table = pipeline.current().await?;
+                *running.results.lock() = table;
+            } else {
+                checkpointer.results.extend(out.iter().cloned());
+                running.results.lock().extend(out);
+            }
             let late = pipeline.take_late_events();
             if !late.is_empty() {
                 checkpointer.late.extend(late.iter().cloned());

@@ -194,7 +194,9 @@ impl RunningAggregate {
         }
         columns.extend(states.finish()?);
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(count));
-        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 
     /// The groups of `snapshot` (from [`RunningAggregate::snapshot`] of the same

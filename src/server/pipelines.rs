@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use allsource_operators::{PipelineInfo, PipelineOptions, PipelineSpec, PipelineState, Pipelines};
+use allsource_operators::operator_list::OperatorPipeline;
+use allsource_operators::{
+    Error as PipelineError, PipelineInfo, PipelineOptions, PipelineSpec, PipelineState, Pipelines,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -66,7 +69,25 @@ pub(crate) async fn create(
     State(app): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: PipelineIn = body_json(&body)?;
+    let value: Value = body_json(&body)?;
+    // A query ("sql"), or the operator-list format ("operators").
+    let request: PipelineIn = if value.get("sql").is_some() {
+        serde_json::from_value(value).map_err(|e| ApiError::malformed_json(&e))?
+    } else {
+        let listed: OperatorPipeline =
+            serde_json::from_value(value).map_err(|e| ApiError::malformed_json(&e))?;
+        if !listed.enabled {
+            return Err(PipelineError::Invalid(
+                "a pipeline is created running; \"enabled\": false is not supported".into(),
+            )
+            .into());
+        }
+        PipelineIn {
+            sql: listed.to_sql()?,
+            name: listed.name,
+            options: listed.options,
+        }
+    };
     let mut options = PipelineOptions::default();
     for (key, value) in &request.options {
         allsource_operators::ddl::set_option(&mut options, key, value)?;

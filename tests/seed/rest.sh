@@ -74,4 +74,47 @@ metrics=$(curl -sS http://localhost:8080/metrics)
 grep -qx 'allsource_appended_events_total 2' <<<"$metrics" \
   || { echo "metrics: expected allsource_appended_events_total 2 in:" >&2; echo "$metrics" >&2; exit 1; }
 
+step "the seed's pipeline (operator-list format) against the same EventQL"
+for user in "1 US" "2 FR" "3 US" "4 DE" "5 US"; do
+  set -- $user
+  curl -sS -X POST http://localhost:8080/api/v1/events -H "Content-Type: application/json" \
+    -d "{\"event_type\": \"user.created\", \"entity_id\": \"user-$1\", \"payload\": {\"id\": $1, \"country\": \"$2\"}}" \
+    | check 'assert d["version"] == 1, d'
+done
+curl -sS -X POST http://localhost:8080/api/v1/events -H "Content-Type: application/json" \
+  -d '{"event_type": "user.updated", "entity_id": "user-5", "payload": {"id": 5, "country": "US"}}' \
+  | check 'assert d["version"] == 2, d'
+out=$(curl -X POST http://localhost:8080/api/v1/pipelines \
+  -H "Content-Type: application/json" \
+  -d '{
+    "name": "user_analytics",
+    "source_event_types": ["user.created", "user.updated"],
+    "operators": [
+      { "type": "filter", "field": "country", "value": "US", "op": "eq" },
+      { "type": "reduce", "field": "id", "function": "count", "group_by": "country" }
+    ],
+    "enabled": true
+  }')
+echo "$out" | check 'assert d["name"] == "user_analytics" and d["state"] == "running", d'
+eventql=$(curl -sS -X POST http://localhost:8080/api/v1/query -H "Content-Type: application/json" \
+  -d "{\"sql\": \"SELECT payload->>'country' AS country, COUNT(payload->>'id') AS count FROM events WHERE event_type IN ('user.created', 'user.updated') AND payload->>'country' = 'US' GROUP BY payload->>'country'\"}")
+echo "$eventql" | check 'assert d["rows"] == [{"country": "US", "count": 4}], d'
+for attempt in $(seq 100); do
+  table=$(curl -sS -X POST http://localhost:8080/api/v1/query -H "Content-Type: application/json" \
+    -d '{"sql": "SELECT * FROM user_analytics"}')
+  if python3 -c "import json, sys; sys.exit(json.loads(sys.argv[1])['rows'] != json.loads(sys.argv[2])['rows'])" "$table" "$eventql"; then
+    break
+  fi
+  [ "$attempt" -lt 100 ] || { echo "pipeline table $table, EventQL $eventql" >&2; exit 1; }
+  sleep 0.1
+done
+out=$(curl -sS http://localhost:8080/api/v1/pipelines/stats)
+echo "$out" | check 'assert d["count"] == 1 and d["pipelines"][0]["events_in"] == 8, d'
+out=$(curl -sS http://localhost:8080/api/v1/pipelines/user_analytics/stats)
+echo "$out" | check 'assert d["state"] == "running" and d["lag_events"] == 0, d'
+out=$(curl -sS -X PUT http://localhost:8080/api/v1/pipelines/user_analytics/reset)
+echo "$out" | check 'assert d["name"] == "user_analytics", d'
+out=$(curl -sS -X DELETE http://localhost:8080/api/v1/pipelines/user_analytics)
+echo "$out" | check 'assert d["dropped"] is True, d'
+
 echo "all seed REST examples answered as expected" >&2

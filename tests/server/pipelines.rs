@@ -112,7 +112,9 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
             "invalid_query",
         ),
         (
-            "CREATE PIPELINE p AS SELECT COUNT(*) FROM events".into(),
+            "CREATE PIPELINE p AS SELECT COUNT(*) FROM HOP(events, timestamp, \
+             INTERVAL '1' MINUTE, INTERVAL '2' MINUTE)"
+                .into(),
             400,
             "invalid_pipeline",
         ),
@@ -121,6 +123,28 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
         let (got, body) = query(&server, &sql).await;
         assert_eq!(got.as_u16(), status, "{sql}: {body}");
         assert_eq!(body["error"]["code"], code, "{sql}: {body}");
+    }
+    for (body, code, says) in [
+        (
+            json!({"name": "x", "operators": [{"type": "enrich", "field": "y"}]}),
+            "invalid_pipeline",
+            "JOIN",
+        ),
+        (
+            json!({"name": "x", "operators": [], "enabled": false}),
+            "invalid_pipeline",
+            "enabled",
+        ),
+        (
+            json!({"name": "x", "operators": [], "nope": 1}),
+            "invalid_body",
+            "nope",
+        ),
+    ] {
+        let (status, answer) = post(&server, "/api/v1/pipelines", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        assert!(answer.to_string().contains(says), "{body}: {answer}");
     }
     let (status, created) = post(
         &server,

@@ -114,6 +114,9 @@ async fn straight(eventql: &EventQl, case: &Case, input: &[RecordBatch]) -> (Vec
                 .unwrap_or_else(|e| panic!("{e}")),
         );
     }
+    if pipeline.is_running() {
+        out = pipeline.current().await.unwrap_or_else(|e| panic!("{e}"));
+    }
     (lines(&out), pipeline.stats().late_events)
 }
 
@@ -185,6 +188,10 @@ async fn with_crash(
                 .await
                 .unwrap_or_else(|e| panic!("{e}")),
         );
+    }
+    if restored.is_running() {
+        // Totals per key: the table is the current rows, not what was emitted.
+        out = restored.current().await.unwrap_or_else(|e| panic!("{e}"));
     }
     (lines(&out), restored.stats().late_events)
 }

@@ -114,7 +114,8 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
         (
             spec(
                 "unwindowed",
-                "SELECT event_type, COUNT(*) FROM events GROUP BY event_type",
+                "SELECT event_type, COUNT(*) FROM TUMBLE(events, timestamp, INTERVAL '1' MINUTE) \
+                 GROUP BY event_type",
             ),
             "window_start and window_end",
         ),

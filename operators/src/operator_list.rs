@@ -1,0 +1,482 @@
+//! The operator-list pipeline format: a pipeline written as a list of operators over
+//! chosen event types, as `POST /api/v1/pipelines` also accepts it, compiled into the
+//! EventQL query of an ordinary pipeline.
+//!
+//! ```json
+//! {"name": "user_analytics",
+//!  "source_event_types": ["user.created", "user.updated"],
+//!  "operators": [
+//!    {"type": "filter", "field": "country", "value": "US", "op": "eq"},
+//!    {"type": "reduce", "field": "id", "function": "count", "group_by": "country"}],
+//!  "enabled": true}
+//! ```
+//!
+//! becomes
+//!
+//! ```sql
+//! SELECT payload->>'country' AS "country", COUNT(payload->>'id') AS "count"
+//! FROM events
+//! WHERE event_type IN ('user.created', 'user.updated') AND payload->>'country' = 'US'
+//! GROUP BY payload->>'country'
+//! ```
+//!
+//! Fields are payload fields (`a.b` for nested ones), or the columns `entity_id`,
+//! `event_type`, `event_id`, `timestamp`. Operators, in order:
+//!
+//! - `filter` `{field, op, value}`: `op` is `eq` (default), `ne`, `gt`, `gte`, `lt`,
+//!   `lte` or `contains` (text).
+//! - `map` `{field, transform, value?}`: `transform` is `uppercase`, `lowercase`,
+//!   `trim`, `multiply` or `add` (these two with a number `value`); later operators
+//!   see the mapped field, and without `reduce` it is a column of the results.
+//! - `window` `{window_type, size?, slide?, gap?}`: `tumbling` (`size`), `sliding`
+//!   (`size`, `slide`) or `session` (`gap`, per entity), durations such as `"10s"`;
+//!   it must be followed by `reduce`.
+//! - `reduce` `{field, function, group_by?}`: `count`, `sum`, `avg`, `min` or `max`
+//!   of the field, per value of `group_by`; the last operator. Without a window its
+//!   results are running totals per group, kept up to date.
+//!
+//! `enrich` and `branch` have no counterpart in this format yet: they are refused with
+//! an error naming the EventQL to write instead (a `JOIN`, one pipeline per branch).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ddl::duration_micros;
+use crate::error::{Error, Result};
+
+/// A pipeline in the operator-list format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorPipeline {
+    /// Its name.
+    pub name: String,
+    /// The event types it reads; all when empty.
+    #[serde(default)]
+    pub source_event_types: Vec<String>,
+    /// Its operators, in order.
+    #[serde(default)]
+    pub operators: Vec<Value>,
+    /// Whether it runs.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Pipeline options, as in `CREATE PIPELINE … WITH (…)`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// The columns of `events` a field may name instead of a payload field.
+const COLUMNS: [&str; 4] = ["entity_id", "event_type", "event_id", "timestamp"];
+
+/// Where the grouping comes from.
+enum Window {
+    Tumbling { size: i64 },
+    Sliding { size: i64, slide: i64 },
+    Session { gap: i64 },
+}
+
+impl OperatorPipeline {
+    /// The pipeline's EventQL query.
+    pub fn to_sql(&self) -> Result<String> {
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        let mut mapped: Vec<String> = Vec::new();
+        let mut conditions: Vec<String> = Vec::new();
+        if !self.source_event_types.is_empty() {
+            let types: Vec<String> = self.source_event_types.iter().map(|t| quote(t)).collect();
+            conditions.push(format!("event_type IN ({})", types.join(", ")));
+        }
+        let mut window: Option<Window> = None;
+        let mut reduce: Option<(String, String, Option<String>)> = None;
+        for (index, operator) in self.operators.iter().enumerate() {
+            let at = |message: String| Error::Invalid(format!("operators[{index}]: {message}"));
+            if reduce.is_some() {
+                return Err(at("reduce must be the last operator".into()));
+            }
+            let kind = operator
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at("an operator needs a \"type\"".into()))?;
+            let text = |key: &str| -> Result<String> {
+                operator
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| at(format!("{kind} needs \"{key}\" (a string)")))
+            };
+            let known = |keys: &[&str]| -> Result<()> {
+                if let Some(object) = operator.as_object() {
+                    for key in object.keys() {
+                        if key != "type" && !keys.contains(&key.as_str()) {
+                            return Err(at(format!(
+                                "{kind} takes no \"{key}\" (it takes {})",
+                                keys.join(", ")
+                            )));
+                        }
+                    }
+                }
+                Ok(())
+            };
+            match kind {
+                "filter" => {
+                    known(&["field", "op", "value"])?;
+                    let field = text("field")?;
+                    let expr = field_expr(&fields, &field).map_err(at)?;
+                    let op = operator.get("op").and_then(Value::as_str).unwrap_or("eq");
+                    let value = operator
+                        .get("value")
+                        .ok_or_else(|| at("filter needs \"value\"".into()))?;
+                    conditions.push(condition(&expr, op, value).map_err(at)?);
+                }
+                "map" => {
+                    known(&["field", "transform", "value"])?;
+                    let field = text("field")?;
+                    let expr = field_expr(&fields, &field).map_err(at)?;
+                    let transform = text("transform")?;
+                    let number = || -> Result<String> {
+                        match operator.get("value") {
+                            Some(Value::Number(n)) => Ok(n.to_string()),
+                            _ => Err(at(format!("map {transform} needs a number \"value\""))),
+                        }
+                    };
+                    let new = match transform.as_str() {
+                        "uppercase" => format!("upper({expr})"),
+                        "lowercase" => format!("lower({expr})"),
+                        "trim" => format!("trim({expr})"),
+                        "multiply" => format!("({expr}) * {}", number()?),
+                        "add" => format!("({expr}) + {}", number()?),
+                        other => {
+                            return Err(at(format!(
+                                "map transforms are uppercase, lowercase, trim, multiply and \
+                                 add, not {other:?}"
+                            )));
+                        }
+                    };
+                    if !mapped.contains(&field) {
+                        mapped.push(field.clone());
+                    }
+                    fields.insert(field, new);
+                }
+                "window" => {
+                    known(&["window_type", "size", "slide", "gap"])?;
+                    if window.is_some() {
+                        return Err(at("a pipeline has one window".into()));
+                    }
+                    let duration = |key: &str| -> Result<i64> {
+                        let value = text(key)?;
+                        let micros = duration_micros(key, &value)?;
+                        if micros <= 0 || micros % 1_000 != 0 {
+                            return Err(at(format!(
+                                "{key} is a positive whole number of milliseconds"
+                            )));
+                        }
+                        Ok(micros)
+                    };
+                    window = Some(match text("window_type")?.as_str() {
+                        "tumbling" => Window::Tumbling {
+                            size: duration("size")?,
+                        },
+                        "sliding" => Window::Sliding {
+                            size: duration("size")?,
+                            slide: duration("slide")?,
+                        },
+                        "session" => Window::Session {
+                            gap: duration("gap")?,
+                        },
+                        other => {
+                            return Err(at(format!(
+                                "window_type is tumbling, sliding or session, not {other:?}"
+                            )));
+                        }
+                    });
+                }
+                "reduce" => {
+                    known(&["field", "function", "group_by"])?;
+                    let field = text("field")?;
+                    let function = text("function")?;
+                    if !["count", "sum", "avg", "min", "max"].contains(&function.as_str()) {
+                        return Err(at(format!(
+                            "reduce functions are count, sum, avg, min and max, not {function:?}"
+                        )));
+                    }
+                    let group_by = match operator.get("group_by") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(g)) => Some(g.clone()),
+                        Some(_) => return Err(at("group_by is a field name".into())),
+                    };
+                    reduce = Some((field, function, group_by));
+                }
+                "enrich" => {
+                    return Err(at(
+                        "enrich is not available in the operator-list format; write the \
+                         pipeline in EventQL with a JOIN (\"sql\")"
+                            .into(),
+                    ));
+                }
+                "branch" => {
+                    return Err(at(
+                        "branch is not available in the operator-list format; create one \
+                         pipeline per branch, each with its filter"
+                            .into(),
+                    ));
+                }
+                other => {
+                    return Err(at(format!(
+                        "unknown operator type {other:?} (filter, map, window, reduce)"
+                    )));
+                }
+            }
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let Some((field, function, group_by)) = reduce else {
+            if window.is_some() {
+                return Err(Error::Invalid(
+                    "a window must be followed by a reduce".into(),
+                ));
+            }
+            let mut columns = vec![
+                "event_id".to_string(),
+                "entity_id".to_string(),
+                "event_type".to_string(),
+                "timestamp".to_string(),
+                "payload".to_string(),
+            ];
+            for field in &mapped {
+                columns.push(format!("{} AS {}", fields[field], identifier(field)));
+            }
+            return Ok(format!("SELECT {} FROM events{filter}", columns.join(", ")));
+        };
+        let value = field_expr(&fields, &field).map_err(Error::Invalid)?;
+        let aggregate = format!(
+            "{}({value}) AS {}",
+            function.to_uppercase(),
+            identifier(&function)
+        );
+        let group = match &group_by {
+            Some(g) => Some((
+                field_expr(&fields, g).map_err(Error::Invalid)?,
+                identifier(g),
+            )),
+            None => None,
+        };
+        let source = match &window {
+            None => "events".to_string(),
+            Some(Window::Tumbling { size }) => {
+                format!("TUMBLE(events, timestamp, {})", interval(*size))
+            }
+            Some(Window::Sliding { size, slide }) => format!(
+                "HOP(events, timestamp, {}, {})",
+                interval(*slide),
+                interval(*size)
+            ),
+            Some(Window::Session { gap }) => {
+                if group_by.as_deref().is_some_and(|g| g != "entity_id") {
+                    return Err(Error::Invalid(
+                        "a session window groups by entity_id (its sessions are per entity)".into(),
+                    ));
+                }
+                format!("SESSION(events, timestamp, {}, entity_id)", interval(*gap))
+            }
+        };
+        let mut select: Vec<String> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        if window.is_some() {
+            select.extend(["window_start".to_string(), "window_end".to_string()]);
+            keys.extend(["window_start".to_string(), "window_end".to_string()]);
+        }
+        if matches!(window, Some(Window::Session { .. })) {
+            select.push("entity_id".into());
+            keys.push("entity_id".into());
+        } else if let Some((expr, name)) = &group {
+            select.push(format!("{expr} AS {name}"));
+            keys.push(expr.clone());
+        }
+        select.push(aggregate);
+        let grouping = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", keys.join(", "))
+        };
+        if keys.is_empty() {
+            return Err(Error::Invalid(
+                "a reduce without a window needs a group_by".into(),
+            ));
+        }
+        Ok(format!(
+            "SELECT {} FROM {source}{filter}{grouping}",
+            select.join(", ")
+        ))
+    }
+}
+
+/// The SQL of `field`: its mapped expression, a column, or a payload path.
+fn field_expr(
+    mapped: &BTreeMap<String, String>,
+    field: &str,
+) -> std::result::Result<String, String> {
+    if let Some(expr) = mapped.get(field) {
+        return Ok(expr.clone());
+    }
+    if COLUMNS.contains(&field) {
+        return Ok(field.to_string());
+    }
+    let parts: Vec<&str> = field.split('.').collect();
+    if field.is_empty() || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("{field:?} is not a field name"));
+    }
+    let mut expr = "payload".to_string();
+    for (i, part) in parts.iter().enumerate() {
+        let arrow = if i + 1 == parts.len() { "->>" } else { "->" };
+        expr.push_str(&format!("{arrow}{}", quote(part)));
+    }
+    Ok(format!("({expr})"))
+}
+
+/// `expr op value` in SQL.
+fn condition(expr: &str, op: &str, value: &Value) -> std::result::Result<String, String> {
+    let literal = match value {
+        Value::String(s) => quote(s),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => quote(if *b { "true" } else { "false" }),
+        Value::Null => {
+            return match op {
+                "eq" => Ok(format!("{expr} IS NULL")),
+                "ne" => Ok(format!("{expr} IS NOT NULL")),
+                _ => Err(format!("{op} cannot compare with null")),
+            };
+        }
+        _ => return Err("a filter's value is a string, number, boolean or null".into()),
+    };
+    let sql_op = match op {
+        "eq" => "=",
+        "ne" => "<>",
+        "gt" => ">",
+        "gte" => ">=",
+        "lt" => "<",
+        "lte" => "<=",
+        "contains" => {
+            let Value::String(s) = value else {
+                return Err("contains takes a string value".into());
+            };
+            return Ok(format!("strpos({expr}, {}) > 0", quote(s)));
+        }
+        other => {
+            return Err(format!(
+                "filter ops are eq, ne, gt, gte, lt, lte and contains, not {other:?}"
+            ));
+        }
+    };
+    Ok(format!("{expr} {sql_op} {literal}"))
+}
+
+/// A SQL string literal.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A SQL identifier, quoted.
+fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn interval(micros: i64) -> String {
+    format!("INTERVAL '{} milliseconds'", micros / 1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(json: &str) -> OperatorPipeline {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_seed_example_compiles_to_a_grouped_count() {
+        let p = pipeline(
+            r#"{"name": "user_analytics",
+                "source_event_types": ["user.created", "user.updated"],
+                "operators": [
+                  {"type": "filter", "field": "country", "value": "US", "op": "eq"},
+                  {"type": "reduce", "field": "id", "function": "count", "group_by": "country"}],
+                "enabled": true}"#,
+        );
+        assert_eq!(
+            p.to_sql().ok(),
+            Some(
+                "SELECT (payload->>'country') AS \"country\", COUNT((payload->>'id')) AS \
+                 \"count\" FROM events WHERE event_type IN ('user.created', 'user.updated') \
+                 AND (payload->>'country') = 'US' GROUP BY (payload->>'country')"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn maps_windows_and_errors() {
+        let p = pipeline(
+            r#"{"name": "p", "operators": [
+                  {"type": "map", "field": "customer.tier", "transform": "uppercase"},
+                  {"type": "window", "window_type": "sliding", "size": "10s", "slide": "2s"},
+                  {"type": "reduce", "field": "amount", "function": "sum", "group_by": "customer.tier"}]}"#,
+        );
+        let sql = p.to_sql().unwrap_or_else(|e| panic!("{e}"));
+        assert!(sql.contains("HOP(events, timestamp, INTERVAL '2000 milliseconds', INTERVAL '10000 milliseconds')"), "{sql}");
+        assert!(
+            sql.contains("upper((payload->'customer'->>'tier')) AS \"customer.tier\""),
+            "{sql}"
+        );
+        for (json, says) in [
+            (r#"[{"type": "enrich", "field": "x"}]"#, "JOIN"),
+            (r#"[{"type": "branch"}]"#, "one pipeline per branch"),
+            (r#"[{"type": "nope"}]"#, "unknown operator"),
+            (r#"[{"field": "x"}]"#, "needs a \"type\""),
+            (
+                r#"[{"type": "filter", "field": "x", "value": 1, "op": "like"}]"#,
+                "filter ops",
+            ),
+            (
+                r#"[{"type": "filter", "field": "x", "value": 1, "extra": 2}]"#,
+                "takes no \"extra\"",
+            ),
+            (
+                r#"[{"type": "reduce", "field": "x", "function": "median", "group_by": "y"}]"#,
+                "median",
+            ),
+            (
+                r#"[{"type": "reduce", "field": "x", "function": "count", "group_by": "y"}, {"type": "filter", "field": "x", "value": 1}]"#,
+                "last operator",
+            ),
+            (
+                r#"[{"type": "window", "window_type": "tumbling", "size": "1s"}]"#,
+                "followed by a reduce",
+            ),
+            (
+                r#"[{"type": "window", "window_type": "tumbling", "size": "0s"}, {"type": "reduce", "field": "x", "function": "count", "group_by": "y"}]"#,
+                "positive",
+            ),
+            (
+                r#"[{"type": "reduce", "field": "x", "function": "count"}]"#,
+                "needs a group_by",
+            ),
+            (
+                r#"[{"type": "map", "field": "x", "transform": "multiply"}]"#,
+                "number",
+            ),
+        ] {
+            let p = pipeline(&format!(r#"{{"name": "p", "operators": {json}}}"#));
+            match p.to_sql() {
+                Err(e) => assert!(e.to_string().contains(says), "{json}: {e}"),
+                Ok(sql) => panic!("{json}: accepted as {sql}"),
+            }
+        }
+    }
+}
