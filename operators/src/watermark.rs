@@ -6,9 +6,12 @@
 //!
 //! - The watermark is the newest event time seen, less `allowed_lateness`: the
 //!   bounded out-of-orderness of the source. It never goes back.
-//! - An event's time counts for the watermark only up to its ingestion time plus
-//!   `max_future_skew`, so one event stamped far in the future cannot push the
-//!   watermark past every open window (which would make every later event late).
+//! - An event stamped more than `max_future_skew` after its ingestion time does not
+//!   move the watermark at all: one event stamped far in the future can neither
+//!   push the watermark past every open window (which would make every later event
+//!   late, skipping them) nor hold it (the stream goes on). The event itself is
+//!   processed like any other, in its own window, emitted when event time gets
+//!   there.
 //! - An event is late when its time is before the watermark as it stood when the event
 //!   was read. Events are taken one at a time in log order, so which events are late
 //!   depends on the log alone, never on how the log was cut into batches.
@@ -56,12 +59,14 @@ impl Watermark {
             }
             let time = times.value(row);
             on_time.push(self.current.is_none_or(|w| time >= w));
-            let counted = time.min(
-                ingested
+            let future = time
+                > ingested
                     .value(row)
-                    .saturating_add(self.max_future_skew_micros),
-            );
-            let candidate = counted.saturating_sub(self.allowed_lateness_micros);
+                    .saturating_add(self.max_future_skew_micros);
+            if future {
+                continue;
+            }
+            let candidate = time.saturating_sub(self.allowed_lateness_micros);
             self.current = Some(self.current.map_or(candidate, |w| w.max(candidate)));
         }
         Ok(BooleanArray::from(on_time))
@@ -138,17 +143,18 @@ mod tests {
     }
 
     #[test]
-    fn a_far_future_event_moves_the_watermark_only_to_its_ingestion_plus_skew() {
+    fn an_event_beyond_the_future_skew_does_not_move_the_watermark() {
         let mut w = Watermark::new(0, 100);
-        // Stamped a year ahead, ingested at 1000: counts as 1100.
+        // Stamped a year ahead of its ingestion at 1000: on time, but not counted.
         let mask = on_time(
             &mut w,
             &[(1_000, 1_000), (31_536_000_000_000, 1_000), (1_050, 1_050)],
         );
-        assert_eq!(mask, [true, true, false]);
-        assert_eq!(w.current(), Some(1_100));
-        let mask = on_time(&mut w, &[(1_100, 1_060), (1_200, 1_200)]);
-        assert_eq!(mask, [true, true]);
+        assert_eq!(mask, [true, true, true]);
+        assert_eq!(w.current(), Some(1_050));
+        // Within the skew (100 after ingestion), an event counts as stamped.
+        let mask = on_time(&mut w, &[(1_160, 1_060), (1_100, 1_200), (1_200, 1_200)]);
+        assert_eq!(mask, [true, false, true]);
         assert_eq!(w.current(), Some(1_200));
     }
 }

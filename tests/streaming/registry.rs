@@ -235,3 +235,75 @@ async fn a_stored_pipeline_that_no_longer_plans_is_listed_as_failed() {
         .unwrap_or_else(|| panic!("listed"));
     assert_eq!(working.state, PipelineState::Running);
 }
+
+/// One stream's events at `seconds` after BASE (ingested now, so in the past).
+async fn at(store: &EventStore, stream: &str, seconds: &[i64]) {
+    for s in seconds {
+        let event = EventData::new("tick", "{}").with_timestamp_micros(BASE + s * SECOND);
+        store
+            .append(AppendRequest::new("acme").stream(stream, ExpectedVersion::Any, vec![event]))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The store has 32 partitions and every event goes to one stream, so 31 partitions
+/// stay idle: windows close all the same. A far-future event neither stalls the
+/// pipeline nor makes the events after it late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_and_far_future_events_hold_nothing_back() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = util::open(dir.path(), Durability::Never);
+    assert!(store.stats().partitions > 1);
+    let planner = EventQl::new(store.clone());
+    let pipelines = Pipelines::open(store.clone(), planner.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let eventql = planner.with_extra_tables(Arc::clone(&pipelines) as _);
+    let sql = "SELECT window_start, COUNT(*) AS n FROM TUMBLE(events, timestamp, \
+               INTERVAL '10' SECOND) GROUP BY window_start, window_end";
+    pipelines
+        .create(spec("ticks", sql))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let read = "SELECT CAST(window_start AS BIGINT) / 1000000 - 1700000000 AS start, n \
+                FROM ticks ORDER BY start";
+    at(&store, "one", &[0, 3, 12, 15, 21]).await;
+    eventually(
+        &eventql,
+        read,
+        "+-------+---+\n\
+         | start | n |\n\
+         +-------+---+\n\
+         | 0     | 2 |\n\
+         | 10    | 2 |\n\
+         +-------+---+",
+    )
+    .await;
+
+    // Stamped ten years ahead of its ingestion.
+    at(&store, "other", &[10 * 365 * 86_400 + 5 * 86_400 * 365]).await;
+    at(&store, "one", &[22, 29, 33, 41]).await;
+    eventually(
+        &eventql,
+        read,
+        "+-------+---+\n\
+         | start | n |\n\
+         +-------+---+\n\
+         | 0     | 2 |\n\
+         | 10    | 2 |\n\
+         | 20    | 3 |\n\
+         | 30    | 1 |\n\
+         +-------+---+",
+    )
+    .await;
+    let info = pipelines
+        .get("acme", "ticks")
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(info.stats.late_events, 0);
+    assert_eq!(info.stats.events_in, 10);
+    assert_eq!(info.watermark_micros, Some(BASE + 41 * SECOND));
+    // The far-future event's window is open, waiting for event time to get there.
+    assert_eq!(info.stats.open_groups, 2);
+    pipelines.stop().await;
+}
