@@ -328,14 +328,7 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef, name: &str) -> Result<
     batches
         .into_iter()
         .map(|batch| {
-            let found = batch.schema();
-            let same = found.fields().len() == schema.fields().len()
-                && found
-                    .fields()
-                    .iter()
-                    .zip(schema.fields())
-                    .all(|(a, b)| a.data_type() == b.data_type());
-            if !same {
+            if !crate::groups::same_columns(&batch.schema(), schema, false) {
                 return Err(Error::Invalid(format!(
                     "{name} does not hold the pipeline's columns"
                 )));

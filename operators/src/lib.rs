@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod ddl;
 mod error;
 pub mod feed;
+mod groups;
 pub mod operator_list;
 pub mod pipeline;
 pub mod registry;

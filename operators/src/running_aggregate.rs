@@ -11,8 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -22,7 +21,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
-use crate::state;
+use crate::{groups, state};
 
 /// Groups and their accumulators, for ever.
 pub struct RunningAggregate {
@@ -79,11 +78,7 @@ impl RunningAggregate {
         if rows_in == 0 {
             return Ok(None);
         }
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows_in))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let keys = groups::evaluate(&self.keys, batch)?;
         let rows = (!keys.is_empty())
             .then(|| self.converter.convert_columns(&keys))
             .transpose()?;
@@ -92,38 +87,18 @@ impl RunningAggregate {
             let key = rows.as_ref().map_or(&[][..], |r| r.row(i).data());
             members.entry(key).or_default().push(i as u32);
         }
-        let arguments = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(rows_in))
-                    .collect::<datafusion::common::Result<Vec<_>>>()
-            })
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let arguments = groups::arguments(&self.aggregates, batch)?;
         let mut touched: Vec<Box<[u8]>> = Vec::with_capacity(members.len());
         for (key, indices) in members {
             if !self.groups.contains_key(key) {
-                let accumulators = self
-                    .aggregates
-                    .iter()
-                    .map(|a| a.create_accumulator())
-                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let accumulators = groups::accumulators(&self.aggregates)?;
                 self.groups.insert(key.into(), accumulators);
             }
             let accumulators = self
                 .groups
                 .get_mut(key)
                 .ok_or_else(|| Error::Internal("a group vanished".into()))?;
-            let indices = UInt32Array::from(indices);
-            for (accumulator, values) in accumulators.iter_mut().zip(&arguments) {
-                let values = values
-                    .iter()
-                    .map(|v| take(v, &indices, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                accumulator.update_batch(&values)?;
-            }
+            groups::fold(accumulators, &arguments, &indices)?;
             touched.push(key.into());
         }
         touched.sort_unstable();
@@ -139,7 +114,7 @@ impl RunningAggregate {
     /// The current rows of the groups `keys`.
     fn rows(&mut self, keys: &[Box<[u8]>]) -> Result<RecordBatch> {
         let borrowed: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-        let mut columns = state::key_columns(&self.converter, &self.key_types, &borrowed)?;
+        let columns = state::key_columns(&self.converter, &self.key_types, &borrowed)?;
         let mut values: Vec<Vec<ScalarValue>> =
             vec![Vec::with_capacity(keys.len()); self.aggregates.len()];
         for key in keys {
@@ -151,31 +126,7 @@ impl RunningAggregate {
                 column.push(accumulator.evaluate()?);
             }
         }
-        let fields = self.schema.fields().clone();
-        for (column, field) in values.into_iter().zip(fields.iter().skip(self.keys.len())) {
-            columns.push(if column.is_empty() {
-                arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(column)?
-            });
-        }
-        let columns = columns
-            .into_iter()
-            .zip(fields.iter())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(keys.len()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &options,
-        )?)
+        groups::result_rows(columns, values, &self.schema, keys.len())
     }
 
     fn snapshot_schema(&self) -> Result<SchemaRef> {

@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::compute::{cast, take};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -36,7 +36,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
-use crate::state;
+use crate::{groups, state};
 
 /// One open session of a partition.
 struct Session {
@@ -188,11 +188,7 @@ impl SessionAggregate {
 
     /// Open an empty session `[start, end)` of partition `key`.
     fn open(&mut self, key: &[u8], start: i64, end: i64) -> Result<()> {
-        let accumulators = self
-            .aggregates
-            .iter()
-            .map(|a| a.create_accumulator())
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let accumulators = groups::accumulators(&self.aggregates)?;
         self.insert(key, start, end, 0, accumulators)
     }
 
@@ -202,11 +198,7 @@ impl SessionAggregate {
         if rows_in == 0 {
             return Ok(());
         }
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows_in))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let keys = groups::evaluate(&self.keys, batch)?;
         let starts = micros(&keys[self.window_start], "window_start")?;
         let ends = micros(&keys[self.window_end], "window_end")?;
         let partition: Vec<ArrayRef> = self
@@ -219,16 +211,7 @@ impl SessionAggregate {
         for i in 0..rows_in {
             members.entry(key_of(&rows, i)).or_default().push(i as u32);
         }
-        let arguments = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(rows_in))
-                    .collect::<datafusion::common::Result<Vec<_>>>()
-            })
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let arguments = groups::arguments(&self.aggregates, batch)?;
         for (key, mut indices) in members {
             // This batch's rows of the partition, merged among themselves first.
             indices.sort_unstable_by_key(|i| starts[*i as usize]);
@@ -263,19 +246,8 @@ impl SessionAggregate {
         indices: &[u32],
         arguments: &[Vec<ArrayRef>],
     ) -> Result<()> {
-        let mut accumulators = self
-            .aggregates
-            .iter()
-            .map(|a| a.create_accumulator())
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
-        let indices = UInt32Array::from(indices.to_vec());
-        for (accumulator, values) in accumulators.iter_mut().zip(arguments) {
-            let values = values
-                .iter()
-                .map(|v| take(v, &indices, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            accumulator.update_batch(&values)?;
-        }
+        let mut accumulators = groups::accumulators(&self.aggregates)?;
+        groups::fold(&mut accumulators, arguments, indices)?;
         self.insert(key, start, end, indices.len() as u64, accumulators)
     }
 
@@ -479,24 +451,8 @@ impl SessionAggregate {
                 );
             }
         }
-        for column in values {
-            columns.push(ScalarValue::iter_to_array(column)?);
-        }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            columns,
-        )?))
+        let rows = closed.len();
+        groups::result_rows(columns, values, &self.schema, rows).map(Some)
     }
 }
 

@@ -151,14 +151,7 @@ pub(crate) fn restore_accumulators(
 /// Check that `batch` has the columns of `schema` (a checkpoint written by the same
 /// pipeline), by name and type.
 pub(crate) fn check_snapshot(batch: &RecordBatch, schema: &Schema) -> Result<()> {
-    let found = batch.schema();
-    let same = found.fields().len() == schema.fields().len()
-        && found
-            .fields()
-            .iter()
-            .zip(schema.fields())
-            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-    if same {
+    if crate::groups::same_columns(&batch.schema(), schema, true) {
         Ok(())
     } else {
         Err(Error::Invalid(

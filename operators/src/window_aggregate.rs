@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::cast;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -26,7 +26,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use hashbrown::HashMap;
 
 use crate::error::{Error, Result};
-use crate::state;
+use crate::{groups, state};
 
 /// Open windows' groups and their accumulators.
 pub struct WindowAggregate {
@@ -91,11 +91,7 @@ impl WindowAggregate {
         if rows_in == 0 {
             return Ok(());
         }
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(batch)?.into_array(rows_in))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let keys = groups::evaluate(&self.keys, batch)?;
         let ends = keys[self.window_end]
             .as_any()
             .downcast_ref::<arrow::array::PrimitiveArray<TimestampMicrosecondType>>()
@@ -111,23 +107,10 @@ impl WindowAggregate {
                 .or_default()
                 .push(i as u32);
         }
-        let arguments = self
-            .aggregates
-            .iter()
-            .map(|a| {
-                a.expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch)?.into_array(rows_in))
-                    .collect::<datafusion::common::Result<Vec<_>>>()
-            })
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let arguments = groups::arguments(&self.aggregates, batch)?;
         for (key, indices) in members {
             if !self.groups.contains_key(key) {
-                let accumulators = self
-                    .aggregates
-                    .iter()
-                    .map(|a| a.create_accumulator())
-                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let accumulators = groups::accumulators(&self.aggregates)?;
                 self.groups.insert(key.into(), accumulators);
                 let end = ends.value(indices[0] as usize);
                 self.ends.entry(end).or_default().push(key.into());
@@ -136,14 +119,7 @@ impl WindowAggregate {
                 .groups
                 .get_mut(key)
                 .ok_or_else(|| Error::Internal("a group vanished".into()))?;
-            let indices = UInt32Array::from(indices);
-            for (accumulator, values) in accumulators.iter_mut().zip(&arguments) {
-                let values = values
-                    .iter()
-                    .map(|v| take(v, &indices, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                accumulator.update_batch(&values)?;
-            }
+            groups::fold(accumulators, &arguments, &indices)?;
         }
         Ok(())
     }
@@ -222,7 +198,7 @@ impl WindowAggregate {
             return Ok(None);
         }
         let parser = self.converter.parser();
-        let mut columns: Vec<ArrayRef> = self
+        let columns: Vec<ArrayRef> = self
             .converter
             .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
         let mut values: Vec<Vec<ScalarValue>> =
@@ -236,23 +212,7 @@ impl WindowAggregate {
                 column.push(accumulator.evaluate()?);
             }
         }
-        for column in values {
-            columns.push(ScalarValue::iter_to_array(column)?);
-        }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(column, field)| {
-                if column.data_type() == field.data_type() {
-                    Ok(column)
-                } else {
-                    cast(&column, field.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            columns,
-        )?))
+        let rows = keys.len();
+        groups::result_rows(columns, values, &self.schema, rows).map(Some)
     }
 }

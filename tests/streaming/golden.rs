@@ -16,6 +16,7 @@ use allsource::sql::EventQl;
 use arrow::array::RecordBatch;
 use serde::Deserialize;
 
+use super::lines;
 use crate::util;
 
 const BASE_SECONDS: i64 = 1_700_000_000;
@@ -69,26 +70,6 @@ fn batches(case: &Case) -> Vec<RecordBatch> {
             events_to_batch(&schema, &refs).unwrap_or_else(|e| panic!("{e}"))
         })
         .collect()
-}
-
-/// Rows as sorted text lines, cells joined by ` | `.
-fn lines(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    arrow::util::display::array_value_to_string(c, row)
-                        .unwrap_or_else(|e| panic!("{e}"))
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out.sort();
-    out
 }
 
 async fn compile(eventql: &EventQl, case: &Case) -> Pipeline {

@@ -10,9 +10,10 @@ use allsource::engine::{
 };
 use allsource::operators::{LateData, Pipeline, PipelineOptions};
 use allsource::sql::EventQl;
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, UInt64Array};
 use proptest::prelude::*;
 
+use super::lines;
 use crate::util;
 
 const SECOND: i64 = 1_000_000;
@@ -42,26 +43,6 @@ fn recorded(position: u64, e: &Generated) -> RecordedEvent {
         payload: format!(r#"{{"v":{}}}"#, e.value).into(),
         metadata: None,
     }
-}
-
-/// Rows of `batches` as sorted text lines.
-fn lines(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    arrow::util::display::array_value_to_string(c, row)
-                        .unwrap_or_else(|e| panic!("{e}"))
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Run `sql` as a pipeline over `events` cut at `cuts`, then as a batch query over
