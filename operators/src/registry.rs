@@ -293,13 +293,27 @@ impl Pipelines {
             task.abort();
             let _ = task.await;
         }
-        let checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
-        let removed = checkpoints.remove().await;
-        let entry = match removed {
-            Ok(()) => self.start(spec.clone()).await,
-            Err(e) => Err(e),
+        // A new id: a write the old task had under way cannot land among the new
+        // pipeline's checkpoints.
+        let old_checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
+        let spec = PipelineSpec {
+            id: uuid::Uuid::now_v7().to_string(),
+            ..spec
         };
-        let entry = entry.unwrap_or_else(|e| Entry::failed(spec, &e));
+        let mut specs = self.specs();
+        specs.push(spec.clone());
+        if let Err(e) = self.save(&specs).await {
+            let entry = Entry::failed(spec, &e);
+            self.entries.lock().insert(key, entry);
+            return Err(e);
+        }
+        if let Err(e) = old_checkpoints.remove().await {
+            tracing::warn!(pipeline = name, error = %e, "removing a reset pipeline's checkpoints");
+        }
+        let entry = self
+            .start(spec.clone())
+            .await
+            .unwrap_or_else(|e| Entry::failed(spec, &e));
         let info = info(&entry);
         self.entries.lock().insert(key, entry);
         Ok(info)
