@@ -7,13 +7,27 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, new_empty_array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::error::Result;
+
+/// The types of the key expressions `keys` over `input`, and a converter of those
+/// keys to and from Arrow's row format.
+pub(crate) fn key_converter<'a>(
+    keys: impl Iterator<Item = &'a Arc<dyn PhysicalExpr>>,
+    input: &Schema,
+) -> Result<(Vec<DataType>, RowConverter)> {
+    let types = keys
+        .map(|k| Ok(k.data_type(input)?))
+        .collect::<Result<Vec<_>>>()?;
+    let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
+    Ok((types, converter))
+}
 
 /// `exprs` evaluated on every row of `batch`.
 pub(crate) fn evaluate(

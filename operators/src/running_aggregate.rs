@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -52,16 +52,12 @@ impl RunningAggregate {
         input: &arrow::datatypes::Schema,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let key_types = keys
-            .iter()
-            .map(|k| Ok(k.data_type(input)?))
-            .collect::<Result<Vec<_>>>()?;
-        let fields = key_types.iter().cloned().map(SortField::new).collect();
+        let (key_types, converter) = groups::key_converter(keys.iter(), input)?;
         Ok(Self {
             keys,
             key_types,
             aggregates,
-            converter: RowConverter::new(fields)?,
+            converter,
             groups: BTreeMap::new(),
             schema,
         })

@@ -28,7 +28,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -105,11 +105,8 @@ impl SessionAggregate {
                 "session partition keys and columns differ".into(),
             ));
         }
-        let key_types = partition
-            .iter()
-            .map(|i| Ok(keys[*i].data_type(input)?))
-            .collect::<Result<Vec<_>>>()?;
-        let fields = key_types.iter().cloned().map(SortField::new).collect();
+        let (key_types, converter) =
+            groups::key_converter(partition.iter().map(|i| &keys[*i]), input)?;
         Ok(Self {
             keys,
             window_start,
@@ -119,7 +116,7 @@ impl SessionAggregate {
             time_column: time_column.into(),
             gap,
             aggregates,
-            converter: RowConverter::new(fields)?,
+            converter,
             key_types,
             sessions: HashMap::new(),
             ends: BTreeSet::new(),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -63,16 +63,12 @@ impl WindowAggregate {
         input: &arrow::datatypes::Schema,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let key_types = keys
-            .iter()
-            .map(|k| Ok(k.data_type(input)?))
-            .collect::<Result<Vec<_>>>()?;
-        let fields = key_types.iter().cloned().map(SortField::new).collect();
+        let (key_types, converter) = groups::key_converter(keys.iter(), input)?;
         Ok(Self {
             keys,
             window_end,
             aggregates,
-            converter: RowConverter::new(fields)?,
+            converter,
             key_types,
             groups: HashMap::new(),
             ends: BTreeMap::new(),
