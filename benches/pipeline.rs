@@ -32,7 +32,7 @@ use allsource::engine::{
     AppendRequest, Durability, EventData, EventStore, ExpectedVersion, RecordedEvent, StoreConfig,
     event_schema, events_to_batch,
 };
-use allsource::operators::{Pipeline, PipelineOptions, PipelineSpec, Pipelines};
+use allsource::operators::{Kind, Pipeline, PipelineOptions, PipelineSpec, Pipelines};
 use allsource::sql::EventQl;
 use arrow::array::RecordBatch;
 use common::{Size, percentile};
@@ -141,7 +141,6 @@ async fn latency(
     let name = if out_of_order { "shuffled" } else { "in_order" };
     let lateness = if out_of_order { 500_000 } else { 0 };
     let spec = PipelineSpec {
-        id: String::new(),
         tenant: "bench".into(),
         name: name.into(),
         sql: "SELECT window_start, COUNT(*) AS n FROM TUMBLE(events, timestamp, \
@@ -151,6 +150,7 @@ async fn latency(
             allowed_lateness_micros: lateness,
             ..PipelineOptions::default()
         },
+        ..PipelineSpec::default()
     };
     pipelines
         .create(spec)
@@ -189,7 +189,7 @@ async fn latency(
         samples.push(started.elapsed());
     }
     pipelines
-        .drop_pipeline("bench", name)
+        .drop_pipeline("bench", Kind::Pipeline, name)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     samples.sort();

@@ -11,6 +11,7 @@
 //! | `INTERNAL_SERVER_ERROR` | the store failed |
 
 use allsource_engine::{Error as StoreError, ErrorKind};
+use allsource_operators::Error as PipelineError;
 use allsource_sql::QueryError;
 use async_graphql::{Error, ErrorExtensions};
 
@@ -64,5 +65,19 @@ pub fn query(err: QueryError) -> Error {
         QueryError::Syntax(_) | QueryError::ReadOnly(_) | QueryError::Plan(_) => {
             bad_input(err.to_string())
         }
+    }
+}
+
+/// A pipeline or projection error.
+pub fn pipeline(err: PipelineError) -> Error {
+    match err {
+        PipelineError::Query(err) => query(err),
+        PipelineError::NotFound { .. } => coded("NOT_FOUND", err.to_string()),
+        PipelineError::Invalid(_) | PipelineError::Exists { .. } => bad_input(err.to_string()),
+        PipelineError::Conflict(_) => coded("CONFLICT", err.to_string()),
+        PipelineError::Storage(_)
+        | PipelineError::Execution(_)
+        | PipelineError::Arrow(_)
+        | PipelineError::Internal(_) => coded("INTERNAL_SERVER_ERROR", err.to_string()),
     }
 }

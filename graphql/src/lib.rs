@@ -22,7 +22,10 @@ mod types;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use allsource_engine::EventStore;
+use allsource_operators::Pipelines;
 use allsource_sql::EventQl;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
@@ -49,6 +52,8 @@ pub struct Service {
     store: EventStore,
     eventql: EventQl,
     tenant: String,
+    /// The pipelines and projections, when the server runs them.
+    pipelines: Option<Arc<Pipelines>>,
 }
 
 impl Service {
@@ -58,7 +63,21 @@ impl Service {
             store,
             eventql,
             tenant: tenant.into(),
+            pipelines: None,
         }
+    }
+
+    /// Serve `pipelines` too: `projection` and `pipelineUpdates`.
+    pub fn with_pipelines(mut self, pipelines: Arc<Pipelines>) -> Self {
+        self.pipelines = Some(pipelines);
+        self
+    }
+
+    /// The pipelines, or an error saying there are none.
+    fn pipelines(&self) -> async_graphql::Result<&Arc<Pipelines>> {
+        self.pipelines
+            .as_ref()
+            .ok_or_else(|| errors::coded("NOT_FOUND", "this server runs no pipelines"))
     }
 }
 

@@ -173,6 +173,29 @@ impl QueryRoot {
         })
     }
 
+    /// The current row of `entityId` (the key: an entity id, or whatever the
+    /// projection groups by) in the projection `name`, as a JSON object of its
+    /// columns; null when it has no row for that key.
+    async fn projection(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        entity_id: String,
+    ) -> Result<Option<Json<Value>>> {
+        let service = ctx.data::<Service>()?;
+        let (schema, row) = service
+            .pipelines()?
+            .lookup(&service.tenant, &name, &entity_id)
+            .await
+            .map_err(errors::pipeline)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut rows = allsource_operators::projection::rows_json(&schema, &[row])
+            .map_err(errors::pipeline)?;
+        Ok(rows.pop().map(|row| Json(Value::Object(row))))
+    }
+
     /// An EventQL query (read-only SQL over `events`, `streams`, ...), its rows as
     /// JSON objects; at most 10,000 rows.
     async fn eventql(&self, ctx: &Context<'_>, query: String) -> Result<EventqlResult> {

@@ -5,16 +5,24 @@
 //!                             max_future_skew = '1m')] AS SELECT …
 //! DROP PIPELINE [IF EXISTS] name
 //! SHOW PIPELINES
+//!
+//! CREATE PROJECTION name [AS SELECT …]   -- without AS: a built-in projection
+//! DROP PROJECTION [IF EXISTS] name
+//! SHOW PROJECTIONS
 //! ```
 
 use crate::error::{Error, Result};
 use crate::pipeline::{LateData, PipelineOptions};
+use crate::projection;
+use crate::registry::Kind;
 
 /// A pipeline statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {
-    /// `CREATE PIPELINE`.
+    /// `CREATE PIPELINE` or `CREATE PROJECTION`.
     Create {
+        /// A pipeline or a projection.
+        kind: Kind,
         /// The pipeline's name.
         name: String,
         /// Its options.
@@ -22,15 +30,17 @@ pub enum Statement {
         /// Its query (the text after `AS`).
         sql: String,
     },
-    /// `DROP PIPELINE`.
+    /// `DROP PIPELINE` or `DROP PROJECTION`.
     Drop {
+        /// A pipeline or a projection.
+        kind: Kind,
         /// The pipeline's name.
         name: String,
         /// Whether a missing pipeline is fine.
         if_exists: bool,
     },
-    /// `SHOW PIPELINES`.
-    Show,
+    /// `SHOW PIPELINES` or `SHOW PROJECTIONS`.
+    Show(Kind),
 }
 
 /// The pipeline statement `sql` is, if it is one; an error if it starts like one but
@@ -40,9 +50,12 @@ pub fn parse(sql: &str) -> Result<Option<Statement>> {
     let first = cursor.word().to_ascii_uppercase();
     let second = cursor.word().to_ascii_uppercase();
     let statement = match (first.as_str(), second.as_str()) {
-        ("CREATE", "PIPELINE") => cursor.create()?,
-        ("DROP", "PIPELINE") => cursor.drop()?,
-        ("SHOW", "PIPELINES") => Statement::Show,
+        ("CREATE", "PIPELINE") => cursor.create(Kind::Pipeline)?,
+        ("CREATE", "PROJECTION") => cursor.create(Kind::Projection)?,
+        ("DROP", "PIPELINE") => cursor.drop(Kind::Pipeline)?,
+        ("DROP", "PROJECTION") => cursor.drop(Kind::Projection)?,
+        ("SHOW", "PIPELINES") => Statement::Show(Kind::Pipeline),
+        ("SHOW", "PROJECTIONS") => Statement::Show(Kind::Projection),
         _ => return Ok(None),
     };
     cursor.skip_space();
@@ -96,10 +109,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn name(&mut self) -> Result<String> {
+    fn name(&mut self, kind: Kind) -> Result<String> {
         let name = self.word();
         if name.is_empty() {
-            return Err(invalid("expected the pipeline's name".into()));
+            return Err(invalid(format!("expected the {kind}'s name")));
         }
         Ok(name.to_string())
     }
@@ -124,8 +137,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn create(&mut self) -> Result<Statement> {
-        let name = self.name()?;
+    fn create(&mut self, kind: Kind) -> Result<Statement> {
+        let name = self.name(kind)?;
         let mut options = PipelineOptions::default();
         let mut keyword = self.word().to_ascii_uppercase();
         if keyword == "WITH" {
@@ -145,17 +158,39 @@ impl<'a> Cursor<'a> {
             }
             keyword = self.word().to_ascii_uppercase();
         }
+        let at_end =
+            keyword.is_empty() && self.rest().trim().trim_end_matches(';').trim().is_empty();
+        if kind == Kind::Projection && at_end {
+            let Some(sql) = projection::built_in(&name) else {
+                let names: Vec<&str> = projection::BUILT_IN.iter().map(|(n, _)| *n).collect();
+                return Err(invalid(format!(
+                    "{name} is not a built-in projection ({}); define it with AS SELECT …",
+                    names.join(", ")
+                )));
+            };
+            return Ok(Statement::Create {
+                kind,
+                name,
+                options,
+                sql: sql.to_string(),
+            });
+        }
         if keyword != "AS" {
-            return Err(invalid("expected AS and the pipeline's query".into()));
+            return Err(invalid(format!("expected AS and the {kind}'s query")));
         }
         let sql = self.rest().trim().trim_end_matches(';').trim().to_string();
         if sql.is_empty() {
-            return Err(invalid("expected the pipeline's query after AS".into()));
+            return Err(invalid(format!("expected the {kind}'s query after AS")));
         }
-        Ok(Statement::Create { name, options, sql })
+        Ok(Statement::Create {
+            kind,
+            name,
+            options,
+            sql,
+        })
     }
 
-    fn drop(&mut self) -> Result<Statement> {
+    fn drop(&mut self, kind: Kind) -> Result<Statement> {
         let saved = self.at;
         let if_exists = if self.word().eq_ignore_ascii_case("IF") {
             if !self.word().eq_ignore_ascii_case("EXISTS") {
@@ -167,7 +202,8 @@ impl<'a> Cursor<'a> {
             false
         };
         Ok(Statement::Drop {
-            name: self.name()?,
+            kind,
+            name: self.name(kind)?,
             if_exists,
         })
     }
@@ -242,6 +278,7 @@ mod tests {
              max_future_skew='2m', checkpoint_interval = '250ms') AS SELECT 1;",
         );
         let expected = Statement::Create {
+            kind: Kind::Pipeline,
             name: "hourly".into(),
             options: PipelineOptions {
                 allowed_lateness_micros: 5_000_000,
@@ -261,6 +298,7 @@ mod tests {
         assert_eq!(
             parse("DROP PIPELINE IF EXISTS p").ok().flatten(),
             Some(Statement::Drop {
+                kind: Kind::Pipeline,
                 name: "p".into(),
                 if_exists: true
             })
@@ -268,13 +306,31 @@ mod tests {
         assert_eq!(
             parse("drop pipeline p;").ok().flatten(),
             Some(Statement::Drop {
+                kind: Kind::Pipeline,
                 name: "p".into(),
                 if_exists: false
             })
         );
         assert_eq!(
             parse("SHOW PIPELINES").ok().flatten(),
-            Some(Statement::Show)
+            Some(Statement::Show(Kind::Pipeline))
+        );
+        assert_eq!(
+            parse("show projections").ok().flatten(),
+            Some(Statement::Show(Kind::Projection))
+        );
+        let built_in = parse("CREATE PROJECTION event_counter;").ok().flatten();
+        assert!(
+            matches!(&built_in, Some(Statement::Create { kind: Kind::Projection, sql, .. }) if sql.contains("GROUP BY event_type")),
+            "{built_in:?}"
+        );
+        assert_eq!(
+            parse("DROP PROJECTION IF EXISTS totals").ok().flatten(),
+            Some(Statement::Drop {
+                kind: Kind::Projection,
+                name: "totals".into(),
+                if_exists: true
+            })
         );
         assert_eq!(parse("SELECT * FROM events").ok().flatten(), None);
         assert_eq!(parse("CREATE TABLE t (a int)").ok().flatten(), None);
@@ -308,6 +364,8 @@ mod tests {
             ),
             ("DROP PIPELINE p extra", "unexpected"),
             ("DROP PIPELINE IF p", "IF EXISTS"),
+            ("CREATE PROJECTION totals", "not a built-in projection"),
+            ("CREATE PROJECTION", "projection's name"),
         ] {
             match parse(sql) {
                 Err(e) => assert!(e.to_string().contains(says), "{sql}: {e}"),

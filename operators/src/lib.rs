@@ -16,7 +16,9 @@ pub mod feed;
 mod groups;
 pub mod operator_list;
 pub mod pipeline;
+pub mod projection;
 pub mod registry;
+pub mod replay;
 pub mod running_aggregate;
 pub mod session_aggregate;
 mod state;
@@ -25,4 +27,7 @@ pub mod window_aggregate;
 
 pub use error::{Error, Result};
 pub use pipeline::{LateData, Pipeline, PipelineOptions, PipelineStats, Snapshot};
-pub use registry::{PipelineInfo, PipelineSpec, PipelineState, Pipelines};
+pub use registry::{
+    Kind, PipelineInfo, PipelineSpec, PipelineState, Pipelines, ReplayFrom, ReplayInfo,
+    ReplayStatus,
+};

@@ -106,6 +106,8 @@ pub struct Pipeline {
     stats: PipelineStats,
     late_data: LateData,
     late: Vec<RecordBatch>,
+    /// The column a running pipeline groups by, when it groups by one column.
+    key_name: Option<String>,
 }
 
 /// The grouped part of a windowed pipeline.
@@ -210,7 +212,7 @@ impl Pipeline {
             options.allowed_lateness_micros,
             options.max_future_skew_micros,
         );
-        let pipeline = Self {
+        let mut pipeline = Self {
             time_column: time_column.clone(),
             feed,
             pre: Arc::clone(&plan),
@@ -220,6 +222,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             late_data: options.late_data,
             late: Vec::new(),
+            key_name: None,
         };
         let Some(top) = topmost_aggregate(&plan) else {
             if session.is_some() {
@@ -266,6 +269,13 @@ impl Pipeline {
         let windowed = (named("window_start"), named("window_end"));
         if calls.is_empty() && windowed == (None, None) {
             // No window function: totals per key, kept up to date.
+            let key_name = match keys.as_slice() {
+                [key] => key
+                    .downcast_ref::<Column>()
+                    .map(|c| input_schema.field(c.index()).name().clone()),
+                _ => None,
+            };
+            pipeline.key_name = key_name;
             let aggregate = Grouping::Running(RunningAggregate::new(
                 keys,
                 grouped.aggr_expr().to_vec(),
@@ -488,6 +498,41 @@ impl Pipeline {
         };
         feed.set(vec![totals.current()?]);
         Ok(collect(Arc::clone(post), Arc::clone(&self.task)).await?)
+    }
+
+    /// The result column that keys a running pipeline's rows: the one column it
+    /// groups by, when its results return it under its name. Such a pipeline can be
+    /// read one key at a time ([`Pipeline::lookup`]).
+    pub fn key_column(&self) -> Option<usize> {
+        let name = self.key_name.as_ref()?;
+        self.schema().index_of(name).ok()
+    }
+
+    /// The current result row of the key whose value reads as `key`, if there is
+    /// one: for a pipeline with a [key column](Pipeline::key_column).
+    pub async fn lookup(&mut self, key: &str) -> Result<Option<RecordBatch>> {
+        let Some(column) = self.key_column() else {
+            return Err(Error::Invalid(
+                "only totals grouped by one column they return can be read by key".into(),
+            ));
+        };
+        let Some(Windows {
+            aggregate: Grouping::Running(totals),
+            feed,
+            post,
+        }) = &mut self.windows
+        else {
+            return Ok(None);
+        };
+        let Some(row) = totals.row_of(key)? else {
+            return Ok(None);
+        };
+        feed.set(vec![row]);
+        let out = collect(Arc::clone(post), Arc::clone(&self.task)).await?;
+        // HAVING may leave the key out; anything else returns its one row.
+        let rows = arrow::compute::concat_batches(&self.schema(), &out)?;
+        let found = rows.num_rows() > 0 && rows.column(column).is_valid(0);
+        Ok(found.then(|| rows.slice(0, 1)))
     }
 
     /// The pipeline's state now, between two input batches.

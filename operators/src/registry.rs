@@ -31,12 +31,36 @@ use crate::checkpoint::{Checkpoints, Manifest, Rows, Update};
 use crate::ddl::Statement;
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
+use crate::projection;
+use crate::replay::{self, Replay, Replayed};
+pub use crate::replay::{ReplayFrom, ReplayInfo, ReplayStatus};
 
 /// Where the definitions are kept in the table storage.
 const DEFINITIONS: &str = "pipelines/definitions.json";
 
+/// What a definition is: a pipeline, or a projection (totals per key, read one key at
+/// a time: [`crate::projection`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A continuous query.
+    #[default]
+    Pipeline,
+    /// Totals per key, read by key.
+    Projection,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Pipeline => "pipeline",
+            Kind::Projection => "projection",
+        })
+    }
+}
+
 /// A pipeline as defined by its user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineSpec {
     /// Names its checkpoints; given on creation, unique to each pipeline created.
     #[serde(default)]
@@ -50,6 +74,13 @@ pub struct PipelineSpec {
     /// How it treats event time.
     #[serde(default)]
     pub options: PipelineOptions,
+    /// A pipeline or a projection.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The log position it reads from when it has no checkpoint: 0, or where a
+    /// replay started it ([`Pipelines::replay`]).
+    #[serde(default)]
+    pub from_position: u64,
 }
 
 /// What a pipeline is doing.
@@ -107,6 +138,21 @@ struct Running {
     /// Late events, when the pipeline keeps them (`late_data = 'table'`).
     late: Mutex<Vec<RecordBatch>>,
     progress: Mutex<Progress>,
+    /// New result rows as they are emitted (for a running pipeline: the rows that
+    /// changed), for subscribers.
+    updates: tokio::sync::broadcast::Sender<RecordBatch>,
+}
+
+/// How many result batches a subscriber may fall behind before it is told so.
+const UPDATES_BACKLOG: usize = 1024;
+
+/// What readers ask of a pipeline's task.
+enum Request {
+    /// The current row of one key of a projection.
+    Lookup {
+        key: String,
+        reply: tokio::sync::oneshot::Sender<Result<Option<RecordBatch>>>,
+    },
 }
 
 #[derive(Debug)]
@@ -122,6 +168,8 @@ struct Entry {
     spec: PipelineSpec,
     running: Arc<Running>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Requests to the task.
+    requests: Option<tokio::sync::mpsc::Sender<Request>>,
 }
 
 impl Entry {
@@ -135,6 +183,7 @@ impl Entry {
             spec,
             running: Arc::new(running),
             task: None,
+            requests: None,
         }
     }
 }
@@ -160,6 +209,7 @@ impl Running {
                 position: 0,
                 checkpoint: None,
             }),
+            updates: tokio::sync::broadcast::Sender::new(UPDATES_BACKLOG),
         }
     }
 }
@@ -173,6 +223,8 @@ pub struct Pipelines {
     changes: tokio::sync::Mutex<()>,
     /// Set to stop every pipeline after a last checkpoint ([`Pipelines::stop`]).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Replays under way and done, by id.
+    replays: Mutex<BTreeMap<String, Replay>>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -192,6 +244,7 @@ impl Pipelines {
             entries: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
+            replays: Mutex::new(BTreeMap::new()),
         });
         for spec in pipelines.load().await? {
             let key = (spec.tenant.clone(), spec.name.clone());
@@ -220,8 +273,11 @@ impl Pipelines {
         spec.id = uuid::Uuid::now_v7().to_string();
         let _change = self.changes.lock().await;
         let key = (spec.tenant.clone(), spec.name.clone());
-        if self.entries.lock().contains_key(&key) {
-            return Err(Error::Exists(spec.name));
+        if let Some(existing) = self.entries.lock().get(&key) {
+            return Err(Error::Exists {
+                kind: existing.spec.kind,
+                name: spec.name,
+            });
         }
         let entry = self.start(spec).await?;
         let mut specs = self.specs();
@@ -232,12 +288,24 @@ impl Pipelines {
         Ok(info)
     }
 
-    /// Stop and forget a pipeline, and its results.
-    pub async fn drop_pipeline(&self, tenant: &str, name: &str) -> Result<()> {
+    /// Stop and forget a pipeline (or projection: `kind`), and its results.
+    pub async fn drop_pipeline(&self, tenant: &str, kind: Kind, name: &str) -> Result<()> {
         let _change = self.changes.lock().await;
         let key = (tenant.to_string(), name.to_string());
-        if !self.entries.lock().contains_key(&key) {
-            return Err(Error::NotFound(name.to_string()));
+        match self.entries.lock().get(&key).map(|e| e.spec.kind) {
+            None => {
+                return Err(Error::NotFound {
+                    kind,
+                    name: name.to_string(),
+                });
+            }
+            Some(found) if found != kind => {
+                return Err(Error::Invalid(format!(
+                    "{name} is a {found}: DROP {} {name}",
+                    found.to_string().to_uppercase()
+                )));
+            }
+            Some(_) => {}
         }
         let specs: Vec<PipelineSpec> = self
             .specs()
@@ -283,7 +351,12 @@ impl Pipelines {
         let key = (tenant.to_string(), name.to_string());
         let spec = match self.entries.lock().get(&key) {
             Some(entry) => entry.spec.clone(),
-            None => return Err(Error::NotFound(name.to_string())),
+            None => {
+                return Err(Error::NotFound {
+                    kind: Kind::Pipeline,
+                    name: name.to_string(),
+                });
+            }
         };
         // Stop the task before its checkpoints go, so that it writes no more.
         let old = self.entries.lock().remove(&key);
@@ -298,6 +371,7 @@ impl Pipelines {
         let old_checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
         let spec = PipelineSpec {
             id: uuid::Uuid::now_v7().to_string(),
+            from_position: 0,
             ..spec
         };
         let mut specs = self.specs();
@@ -349,11 +423,73 @@ impl Pipelines {
         Some((Arc::clone(&running.schema), batches))
     }
 
+    /// The current row of `key` in the projection `name` of `tenant`, and the
+    /// projection's schema; `None` for a key it has no row for.
+    pub async fn lookup(
+        &self,
+        tenant: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<(SchemaRef, Option<RecordBatch>)> {
+        let not_found = || Error::NotFound {
+            kind: Kind::Projection,
+            name: name.to_string(),
+        };
+        let (schema, requests, state) = {
+            let entries = self.entries.lock();
+            let entry = entries
+                .get(&(tenant.to_string(), name.to_string()))
+                .filter(|e| e.spec.kind == Kind::Projection)
+                .ok_or_else(not_found)?;
+            let state = entry.running.progress.lock().state.clone();
+            (
+                Arc::clone(&entry.running.schema),
+                entry.requests.clone(),
+                state,
+            )
+        };
+        let stopped = || {
+            let why = match &state {
+                PipelineState::Failed { error } => format!("it failed: {error}"),
+                _ => "it has stopped".to_string(),
+            };
+            Error::Conflict(format!("the projection {name} cannot be read: {why}"))
+        };
+        let Some(requests) = requests else {
+            return Err(stopped());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = Request::Lookup {
+            key: key.to_string(),
+            reply,
+        };
+        if requests.send(request).await.is_err() {
+            return Err(stopped());
+        }
+        let row = answer.await.map_err(|_| stopped())??;
+        Ok((schema, row))
+    }
+
+    /// The result rows of the pipeline (or projection) `name` of `tenant` from now on,
+    /// as they are emitted (for totals: the rows that changed), and their schema. A
+    /// receiver that falls more than 1024 batches behind is told it lagged.
+    pub fn updates(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Option<(SchemaRef, tokio::sync::broadcast::Receiver<RecordBatch>)> {
+        let entries = self.entries.lock();
+        let running = &entries
+            .get(&(tenant.to_string(), name.to_string()))?
+            .running;
+        Some((Arc::clone(&running.schema), running.updates.subscribe()))
+    }
+
     /// Run a pipeline statement for `tenant`; its outcome as a small table.
     pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<RecordBatch> {
         let outcome = |name: &str, status: &str| {
             let schema = Schema::new(vec![
-                Field::new("pipeline", DataType::Utf8, false),
+                Field::new("name", DataType::Utf8, false),
                 Field::new("status", DataType::Utf8, false),
             ]);
             let columns: Vec<ArrayRef> = vec![
@@ -363,24 +499,247 @@ impl Pipelines {
             Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
         };
         match statement {
-            Statement::Create { name, options, sql } => {
+            Statement::Create {
+                kind,
+                name,
+                options,
+                sql,
+            } => {
                 let spec = PipelineSpec {
-                    id: String::new(),
                     tenant: tenant.to_string(),
                     name,
                     sql,
                     options,
+                    kind,
+                    ..PipelineSpec::default()
                 };
                 let info = self.create(spec).await?;
                 outcome(&info.spec.name, "created")
             }
-            Statement::Drop { name, if_exists } => match self.drop_pipeline(tenant, &name).await {
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => match self.drop_pipeline(tenant, kind, &name).await {
                 Ok(()) => outcome(&name, "dropped"),
-                Err(Error::NotFound(_)) if if_exists => outcome(&name, "not found"),
+                Err(Error::NotFound { .. }) if if_exists => outcome(&name, "not found"),
                 Err(e) => Err(e),
             },
-            Statement::Show => show(&self.list(tenant)),
+            Statement::Show(kind) => {
+                let mut listed = self.list(tenant);
+                listed.retain(|p| p.spec.kind == kind);
+                show(&listed)
+            }
         }
+    }
+
+    /// Compute the pipeline (or projection) `name` of `tenant` again in the
+    /// background from `from`, feeding it `batch_size` events at a time, and put the
+    /// result in place of the running one ([`crate::replay`]). One replay per
+    /// pipeline at a time.
+    pub fn replay(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        from: ReplayFrom,
+        batch_size: usize,
+        log_progress: bool,
+    ) -> Result<ReplayInfo> {
+        let spec = self
+            .entries
+            .lock()
+            .get(&(tenant.to_string(), name.to_string()))
+            .map(|e| e.spec.clone())
+            .ok_or_else(|| Error::NotFound {
+                kind: Kind::Projection,
+                name: name.to_string(),
+            })?;
+        if batch_size == 0 {
+            return Err(Error::Invalid("a replay's batch_size is at least 1".into()));
+        }
+        let mut replays = self.replays.lock();
+        if let Some(under_way) = replays.values().find(|r| {
+            r.tenant == tenant && {
+                let info = r.info.lock();
+                info.name == name && !info.status.is_finished()
+            }
+        }) {
+            return Err(Error::Conflict(format!(
+                "a replay of {name} is under way already ({})",
+                under_way.info.lock().id
+            )));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let info = Arc::new(Mutex::new(ReplayInfo {
+            id: id.clone(),
+            name: name.to_string(),
+            status: ReplayStatus::Pending,
+            error: None,
+            from_position: None,
+            to_position: 0,
+            position: 0,
+            events: 0,
+            events_per_second: 0.0,
+            percent: 0.0,
+            started_at_micros: replay::now_micros(),
+            finished_at_micros: None,
+        }));
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let plan = replay::Plan {
+            tenant: tenant.to_string(),
+            from,
+            batch_size,
+            log_progress,
+        };
+        let task =
+            tokio::spawn(Arc::clone(self).run_replay(spec, plan, Arc::clone(&info), cancelled));
+        let snapshot = info.lock().clone();
+        replays.insert(
+            id,
+            Replay {
+                tenant: tenant.to_string(),
+                info,
+                cancel,
+                task: Some(task),
+            },
+        );
+        Ok(snapshot)
+    }
+
+    async fn run_replay(
+        self: Arc<Self>,
+        spec: PipelineSpec,
+        plan: replay::Plan,
+        info: Arc<Mutex<ReplayInfo>>,
+        mut cancelled: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let outcome: Result<ReplayStatus> = async {
+            let pipeline =
+                Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
+            let Some(replayed) =
+                replay::compute(&self.store, pipeline, &plan, &info, &mut cancelled).await?
+            else {
+                return Ok(ReplayStatus::Cancelled);
+            };
+            self.take_over(&spec, replayed).await?;
+            Ok(ReplayStatus::Completed)
+        }
+        .await;
+        let mut info = info.lock();
+        info.finished_at_micros = Some(replay::now_micros());
+        match outcome {
+            Ok(status) => info.status = status,
+            Err(e) => {
+                tracing::warn!(replay = info.id, name = spec.name, error = %e, "a replay failed");
+                info.status = ReplayStatus::Failed;
+                info.error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Put a replayed copy of `spec` in its place: a checkpoint of the copy under a
+    /// new id, the definition saved with that id, then the copy started from it.
+    async fn take_over(&self, spec: &PipelineSpec, replayed: Replayed) -> Result<()> {
+        let _change = self.changes.lock().await;
+        let key = (spec.tenant.clone(), spec.name.clone());
+        let current = self.entries.lock().get(&key).map(|e| e.spec.id.clone());
+        if current.as_deref() != Some(spec.id.as_str()) {
+            return Err(Error::Conflict(format!(
+                "{} was dropped, reset or replayed while this replay ran",
+                spec.name
+            )));
+        }
+        let replacement = PipelineSpec {
+            id: uuid::Uuid::now_v7().to_string(),
+            from_position: replayed.from_position,
+            ..spec.clone()
+        };
+        let Replayed {
+            mut pipeline,
+            position,
+            results,
+            late,
+            ..
+        } = replayed;
+        let snapshot = pipeline.snapshot()?;
+        let checkpoints = Checkpoints::new(self.store.table_storage(), &replacement.id());
+        let update = Update {
+            position,
+            snapshot: &snapshot,
+            results: Rows::All(&results),
+            late: Rows::All(&late),
+        };
+        checkpoints.write(None, update).await?;
+        let mut specs: Vec<PipelineSpec> = self
+            .specs()
+            .into_iter()
+            .filter(|s| (&s.tenant, &s.name) != (&spec.tenant, &spec.name))
+            .collect();
+        specs.push(replacement.clone());
+        if let Err(e) = self.save(&specs).await {
+            let _ = checkpoints.remove().await;
+            return Err(e);
+        }
+        let old = self.entries.lock().remove(&key);
+        if let Some(mut entry) = old {
+            if let Some(task) = entry.task.take() {
+                task.abort();
+                let _ = task.await;
+            }
+            let old_checkpoints = Checkpoints::new(self.store.table_storage(), &entry.spec.id());
+            if let Err(e) = old_checkpoints.remove().await {
+                tracing::warn!(pipeline = spec.name, error = %e, "removing a replaced pipeline's checkpoints");
+            }
+        }
+        let entry = self
+            .start(replacement.clone())
+            .await
+            .unwrap_or_else(|e| Entry::failed(replacement, &e));
+        self.entries.lock().insert(key, entry);
+        Ok(())
+    }
+
+    /// The tenant's replays, oldest first.
+    pub fn replays(&self, tenant: &str) -> Vec<ReplayInfo> {
+        self.replays
+            .lock()
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .map(|r| r.info.lock().clone())
+            .collect()
+    }
+
+    /// One replay of the tenant.
+    pub fn replay_info(&self, tenant: &str, id: &str) -> Option<ReplayInfo> {
+        let replays = self.replays.lock();
+        let replay = replays.get(id).filter(|r| r.tenant == tenant)?;
+        Some(replay.info.lock().clone())
+    }
+
+    /// Cancel a replay (a finished one is left as it is) and wait for it to stop
+    /// (at most 10 s); its state then.
+    pub async fn cancel_replay(&self, tenant: &str, id: &str) -> Option<ReplayInfo> {
+        let task = {
+            let mut replays = self.replays.lock();
+            let replay = replays.get_mut(id).filter(|r| r.tenant == tenant)?;
+            replay.cancel.send_replace(true);
+            replay.task.take()
+        };
+        if let Some(task) = task
+            && tokio::time::timeout(std::time::Duration::from_secs(10), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!(replay = id, "a cancelled replay did not stop within 10 s");
+        }
+        self.replay_info(tenant, id)
+    }
+
+    /// Cancel a replay if it runs, and forget it.
+    pub async fn delete_replay(&self, tenant: &str, id: &str) -> Option<ReplayInfo> {
+        let info = self.cancel_replay(tenant, id).await?;
+        self.replays.lock().remove(id);
+        Some(info)
     }
 
     fn specs(&self) -> Vec<PipelineSpec> {
@@ -419,7 +778,11 @@ impl Pipelines {
     async fn start(&self, spec: PipelineSpec) -> Result<Entry> {
         let mut pipeline =
             Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
+        if spec.kind == Kind::Projection {
+            projection::check(&pipeline)?;
+        }
         let running = Arc::new(Running::new(pipeline.schema()));
+        running.progress.lock().position = spec.from_position;
         let checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
         let restored = match checkpoints
             .load(&running.schema, &late_events_source_schema())
@@ -462,6 +825,7 @@ impl Pipelines {
                 }
             }
         }
+        let (requests, requested) = tokio::sync::mpsc::channel(64);
         let task = tokio::spawn(run(
             self.store.clone(),
             spec.clone(),
@@ -470,11 +834,13 @@ impl Pipelines {
             checkpoints,
             manifest,
             self.stopping.subscribe(),
+            requested,
         ));
         Ok(Entry {
             spec,
             running,
             task: Some(task),
+            requests: Some(requests),
         })
     }
 }
@@ -644,10 +1010,16 @@ async fn next_within(
     }
 }
 
+/// How often a running pipeline's table is rebuilt at most while events pour in;
+/// once the pipeline has caught up with the log, it is rebuilt at once.
+const TABLE_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Feed the tenant's log to `pipeline` from the position of its last checkpoint
-/// (`manifest`) until the store closes, the pipelines stop (`stopping`) or the
-/// pipeline fails, writing checkpoints every `checkpoint_interval` while there is
-/// new input, and one when it stops.
+/// (`manifest`; without one, the spec's `from_position`) until the store closes, the
+/// pipelines stop (`stopping`) or the pipeline fails, writing checkpoints every
+/// `checkpoint_interval` while there is new input, and one when it stops. Between
+/// input batches it answers `requests`.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     store: EventStore,
     spec: PipelineSpec,
@@ -656,9 +1028,10 @@ async fn run(
     checkpoints: Checkpoints,
     manifest: Option<Manifest>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
+    mut requests: tokio::sync::mpsc::Receiver<Request>,
 ) {
     let schema = event_schema();
-    let from = manifest.as_ref().map_or(0, |m| m.position);
+    let from = manifest.as_ref().map_or(spec.from_position, |m| m.position);
     let mut subscription = store.subscribe(&spec.tenant, from, SubscriptionFilter::all());
     let interval_micros = spec.options.checkpoint_interval_micros.max(0) as u64;
     let mut checkpointer = Checkpointer {
@@ -671,9 +1044,18 @@ async fn run(
         dirty: false,
         failures: 0,
     };
+    // A running pipeline's table lags its state while events pour in (rebuilding it
+    // after every batch would cost a pass over every key each time).
+    let mut table = TableRefresh {
+        stale: false,
+        built: std::time::Instant::now(),
+    };
     let outcome: Result<()> = async {
         loop {
-            let wait = checkpointer.due_in();
+            let wait = match (checkpointer.due_in(), table.due_in()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let next = tokio::select! {
                 biased;
                 () = async {
@@ -686,12 +1068,24 @@ async fn run(
                     }
                     return Ok(());
                 }
+                Some(request) = requests.recv() => {
+                    answer(&mut pipeline, request).await;
+                    continue;
+                }
                 next = next_within(&mut subscription, wait) => next,
             };
             let Some(next) = next else {
-                // Quiet for a checkpoint interval: write what is pending.
-                let position = subscription.position();
-                checkpointer.write(&mut pipeline, position, &running).await;
+                // Quiet for a while: bring the table up to date and write what is
+                // pending when it is due.
+                if table.stale {
+                    table
+                        .rebuild(&mut pipeline, &running, subscription.position())
+                        .await?;
+                }
+                if checkpointer.due_in().is_some_and(|d| d.is_zero()) {
+                    let position = subscription.position();
+                    checkpointer.write(&mut pipeline, position, &running).await;
+                }
                 continue;
             };
             let events = match next {
@@ -709,12 +1103,11 @@ async fn run(
             let batch = events_to_batch(&schema, &refs)
                 .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
             let out = pipeline.process(&batch).await?;
-            if pipeline.is_running() {
-                // Totals per key: the table is their current rows, rebuilt from the
-                // checkpointed state after a restart.
-                let table = pipeline.current().await?;
-                *running.results.lock() = table;
-            } else {
+            for rows in &out {
+                // No subscriber is not an error.
+                let _ = running.updates.send(rows.clone());
+            }
+            if !pipeline.is_running() {
                 checkpointer.results.extend(out.iter().cloned());
                 running.results.lock().extend(out);
             }
@@ -728,10 +1121,19 @@ async fn run(
                 let mut progress = running.progress.lock();
                 progress.stats = pipeline.stats();
                 progress.watermark = pipeline.watermark();
-                progress.position = subscription.position();
+            }
+            let position = subscription.position();
+            if pipeline.is_running() {
+                // Totals per key: the table is their current rows, rebuilt from the
+                // checkpointed state after a restart.
+                table.stale = true;
+                if subscription.lag() == 0 || table.built.elapsed() >= TABLE_REFRESH {
+                    table.rebuild(&mut pipeline, &running, position).await?;
+                }
+            } else {
+                running.progress.lock().position = position;
             }
             if checkpointer.due_in().is_some_and(|d| d.is_zero()) {
-                let position = subscription.position();
                 checkpointer.write(&mut pipeline, position, &running).await;
             }
         }
@@ -747,6 +1149,46 @@ async fn run(
             }
         }
     };
+}
+
+/// When a running pipeline's table was last rebuilt, and whether its state has
+/// moved on since.
+struct TableRefresh {
+    stale: bool,
+    built: std::time::Instant,
+}
+
+impl TableRefresh {
+    /// How long until a stale table is due to be rebuilt.
+    fn due_in(&self) -> Option<std::time::Duration> {
+        self.stale
+            .then(|| TABLE_REFRESH.saturating_sub(self.built.elapsed()))
+    }
+
+    /// Rebuild the table of `pipeline`, which has read the log up to `position`.
+    async fn rebuild(
+        &mut self,
+        pipeline: &mut Pipeline,
+        running: &Running,
+        position: u64,
+    ) -> Result<()> {
+        let table = pipeline.current().await?;
+        *running.results.lock() = table;
+        running.progress.lock().position = position;
+        self.stale = false;
+        self.built = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+/// Answer a reader's request.
+async fn answer(pipeline: &mut Pipeline, request: Request) {
+    match request {
+        Request::Lookup { key, reply } => {
+            // A reader that went away needs no answer.
+            let _ = reply.send(pipeline.lookup(&key).await);
+        }
+    }
 }
 
 fn info(entry: &Entry) -> PipelineInfo {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
@@ -105,6 +105,29 @@ impl RunningAggregate {
     pub fn current(&mut self) -> Result<RecordBatch> {
         let keys: Vec<Box<[u8]>> = self.groups.keys().cloned().collect();
         self.rows(&keys)
+    }
+
+    /// The current row of the group whose one key reads as `key` (text cast to
+    /// the key's type), if there is such a group.
+    pub fn row_of(&mut self, key: &str) -> Result<Option<RecordBatch>> {
+        let [key_type] = self.key_types.as_slice() else {
+            return Err(Error::Invalid(
+                "the totals are not grouped by one key".into(),
+            ));
+        };
+        let text: arrow::array::ArrayRef = Arc::new(arrow::array::StringArray::from(vec![key]));
+        let Ok(value) = arrow::compute::cast(&text, key_type) else {
+            return Ok(None);
+        };
+        if value.is_null(0) {
+            return Ok(None);
+        }
+        let rows = self.converter.convert_columns(&[value])?;
+        let key: Box<[u8]> = rows.row(0).data().into();
+        if !self.groups.contains_key(&key) {
+            return Ok(None);
+        }
+        self.rows(&[key]).map(Some)
     }
 
     /// The current rows of the groups `keys`.

@@ -50,6 +50,7 @@ pub mod entity_state;
 mod error;
 mod find;
 pub mod guard;
+pub mod json_merge;
 pub mod json_numbers;
 pub mod utc_date_trunc;
 pub mod windows;
@@ -72,7 +73,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{ScalarUDF, col};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -478,6 +479,7 @@ impl EventQl {
             ctx.register_table(format!("{}{i}", as_of::AS_OF_TABLE_PREFIX), Arc::new(table))?;
         }
         ctx.register_udf(ScalarUDF::new_from_impl(utc_date_trunc::UtcDateTrunc::new()));
+        ctx.register_udaf(AggregateUDF::new_from_impl(json_merge::JsonMergeAgg::new()));
         ctx.register_udf(ScalarUDF::new_from_impl(entity_state::EntityState::new(
             self.store.clone(),
             tenant,

@@ -191,8 +191,15 @@ impl From<PipelineError> for ApiError {
             PipelineError::Invalid(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_pipeline", message)
             }
-            PipelineError::Exists(_) => Self::new(StatusCode::CONFLICT, "pipeline_exists", message),
-            PipelineError::NotFound(_) => Self::not_found(message),
+            PipelineError::Exists { kind, .. } => {
+                let code = match kind {
+                    allsource_operators::Kind::Pipeline => "pipeline_exists",
+                    allsource_operators::Kind::Projection => "projection_exists",
+                };
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            PipelineError::NotFound { .. } => Self::not_found(message),
+            PipelineError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             PipelineError::Query(e) => Self::from(e),
             PipelineError::Storage(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -13,7 +13,9 @@ mod error;
 mod events;
 mod observe;
 mod pipelines;
+mod projections;
 mod query;
+mod replay;
 mod stream;
 
 use std::future::Future;
@@ -129,11 +131,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/pipelines/{name}/reset",
             axum::routing::put(pipelines::reset),
-        );
-    let graphql = allsource_graphql::router(
-        allsource_graphql::Service::new(state.store.clone(), state.eventql.clone(), TENANT),
-        state.graphql_limits.clone(),
-    );
+        )
+        .route(
+            "/projections",
+            get(projections::list).post(projections::create),
+        )
+        .route(
+            "/projections/{name}",
+            get(projections::get).delete(projections::delete),
+        )
+        .route("/projections/{name}/{key}", get(projections::row))
+        .route("/replay", get(replay::list).post(replay::start))
+        .route("/replay/{id}", get(replay::get).delete(replay::delete))
+        .route("/replay/{id}/cancel", post(replay::cancel));
+    let mut service =
+        allsource_graphql::Service::new(state.store.clone(), state.eventql.clone(), TENANT);
+    if let Some(pipelines) = &state.pipelines {
+        service = service.with_pipelines(Arc::clone(pipelines));
+    }
+    let graphql = allsource_graphql::router(service, state.graphql_limits.clone());
     Router::new()
         .nest("/api/v1", api)
         .merge(graphql)

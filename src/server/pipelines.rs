@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use allsource_operators::operator_list::OperatorPipeline;
 use allsource_operators::{
-    Error as PipelineError, PipelineInfo, PipelineOptions, PipelineSpec, PipelineState, Pipelines,
+    Error as PipelineError, Kind, PipelineInfo, PipelineOptions, PipelineSpec, PipelineState,
+    Pipelines,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -45,6 +46,7 @@ pub(crate) fn info_json(info: &PipelineInfo) -> Value {
     };
     json!({
         "name": info.spec.name,
+        "kind": info.spec.kind,
         "sql": info.spec.sql,
         "options": info.spec.options,
         "state": state,
@@ -53,12 +55,31 @@ pub(crate) fn info_json(info: &PipelineInfo) -> Value {
         "position": info.position,
         "stats": info.stats,
         "checkpoint": info.checkpoint,
+        "from_position": info.spec.from_position,
     })
+}
+
+/// The tenant's pipelines (or projections: `kind`).
+pub(crate) fn listed(app: &AppState, kind: Kind) -> Result<Vec<PipelineInfo>, ApiError> {
+    let mut infos = of(app)?.list(TENANT);
+    infos.retain(|i| i.spec.kind == kind);
+    Ok(infos)
+}
+
+/// One pipeline (or projection: `kind`) of the tenant.
+pub(crate) fn one(app: &AppState, kind: Kind, name: &str) -> Result<PipelineInfo, ApiError> {
+    of(app)?
+        .get(TENANT, name)
+        .filter(|i| i.spec.kind == kind)
+        .ok_or_else(|| ApiError::not_found(format!("no {kind} named {name}")))
 }
 
 /// `GET /pipelines`.
 pub(crate) async fn list(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pipelines: Vec<Value> = of(&app)?.list(TENANT).iter().map(info_json).collect();
+    let pipelines: Vec<Value> = listed(&app, Kind::Pipeline)?
+        .iter()
+        .map(info_json)
+        .collect();
     Ok(Json(
         json!({"count": pipelines.len(), "pipelines": pipelines}),
     ))
@@ -93,11 +114,11 @@ pub(crate) async fn create(
         allsource_operators::ddl::set_option(&mut options, key, value)?;
     }
     let spec = PipelineSpec {
-        id: String::new(),
         tenant: TENANT.to_string(),
         name: request.name,
         sql: request.sql,
         options,
+        ..PipelineSpec::default()
     };
     let info = of(&app)?.create(spec).await?;
     Ok((StatusCode::CREATED, Json(info_json(&info))))
@@ -108,10 +129,7 @@ pub(crate) async fn get(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let info = of(&app)?
-        .get(TENANT, &name)
-        .ok_or_else(|| ApiError::not_found(format!("no pipeline named {name}")))?;
-    Ok(Json(info_json(&info)))
+    Ok(Json(info_json(&one(&app, Kind::Pipeline, &name)?)))
 }
 
 /// `DELETE /pipelines/{name}`: stop it and forget it and its results.
@@ -119,7 +137,9 @@ pub(crate) async fn delete(
     State(app): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    of(&app)?.drop_pipeline(TENANT, &name).await?;
+    of(&app)?
+        .drop_pipeline(TENANT, Kind::Pipeline, &name)
+        .await?;
     Ok(Json(json!({"name": name, "dropped": true})))
 }
 
@@ -155,7 +175,7 @@ fn state_name(info: &PipelineInfo) -> &'static str {
 /// `GET /pipelines/stats`: every pipeline's figures, and their totals.
 pub(crate) async fn all_stats(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let head = app.store.stats().visible_position;
-    let infos = of(&app)?.list(TENANT);
+    let infos = listed(&app, Kind::Pipeline)?;
     let count = |state: &str| infos.iter().filter(|i| state_name(i) == state).count();
     let total = |f: fn(&PipelineInfo) -> u64| infos.iter().map(f).sum::<u64>();
     Ok(Json(json!({
@@ -175,10 +195,7 @@ pub(crate) async fn stats(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let head = app.store.stats().visible_position;
-    let info = of(&app)?
-        .get(TENANT, &name)
-        .ok_or_else(|| ApiError::not_found(format!("no pipeline named {name}")))?;
-    Ok(Json(stats_json(&info, head)))
+    Ok(Json(stats_json(&one(&app, Kind::Pipeline, &name)?, head)))
 }
 
 /// `PUT /pipelines/{name}/reset`: discard its results and checkpoints and run it

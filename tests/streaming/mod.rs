@@ -2,6 +2,7 @@
 
 mod golden;
 mod oracle;
+mod projections;
 mod registry;
 
 use arrow::array::RecordBatch;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allsource::engine::{AppendRequest, Durability, EventData, EventStore, ExpectedVersion};
-use allsource::operators::{Error, PipelineOptions, PipelineSpec, PipelineState, Pipelines};
+use allsource::operators::{Error, Kind, PipelineOptions, PipelineSpec, PipelineState, Pipelines};
 use allsource::sql::EventQl;
 
 use crate::util;
@@ -57,11 +57,11 @@ async fn eventually(eventql: &EventQl, sql: &str, expected: &str) {
 
 fn spec(name: &str, sql: &str) -> PipelineSpec {
     PipelineSpec {
-        id: String::new(),
         tenant: "acme".into(),
         name: name.into(),
         sql: sql.into(),
         options: PipelineOptions::default(),
+        ..PipelineSpec::default()
     }
 }
 
@@ -191,14 +191,16 @@ async fn a_pipeline_follows_the_log_and_restarts_with_the_store() {
     eventually(&eventql, from_pipeline, &expected).await;
 
     pipelines
-        .drop_pipeline("acme", "per_kind")
+        .drop_pipeline("acme", Kind::Pipeline, "per_kind")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(pipelines.list("acme").is_empty());
     assert!(eventql.query("acme", from_pipeline).await.is_err());
     assert!(matches!(
-        pipelines.drop_pipeline("acme", "per_kind").await,
-        Err(Error::NotFound(_))
+        pipelines
+            .drop_pipeline("acme", Kind::Pipeline, "per_kind")
+            .await,
+        Err(Error::NotFound { .. })
     ));
 }
 
