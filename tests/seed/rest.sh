@@ -117,4 +117,34 @@ echo "$out" | check 'assert d["name"] == "user_analytics", d'
 out=$(curl -sS -X DELETE http://localhost:8080/api/v1/pipelines/user_analytics)
 echo "$out" | check 'assert d["dropped"] is True, d'
 
+step "the seed's replay of a projection, with progress"
+out=$(curl -sS -X POST http://localhost:8080/api/v1/projections -H "Content-Type: application/json" \
+  -d '{"name": "user_snapshot", "sql": "SELECT entity_id, json_merge_agg(payload) AS state, MAX(version) AS version FROM events GROUP BY entity_id"}')
+echo "$out" | check 'assert d["kind"] == "projection" and d["state"] == "running", d'
+out=$(curl -X POST http://localhost:8080/api/v1/replay \
+  -H "Content-Type: application/json" \
+  -d '{
+    "projection_name": "user_snapshot",
+    "from_timestamp": "2024-01-01T00:00:00Z",
+    "config": { "batch_size": 1000, "emit_progress": true }
+  }')
+echo "$out" | check 'assert d["projection_name"] == "user_snapshot" and d["status"] in ("pending", "running", "completed"), d'
+replay_id=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["replay_id"])')
+for attempt in $(seq 100); do
+  out=$(curl -sS "http://localhost:8080/api/v1/replay/$replay_id")
+  if echo "$out" | python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["status"] != "completed")'; then
+    break
+  fi
+  [ "$attempt" -lt 100 ] || { echo "replay $out" >&2; exit 1; }
+  sleep 0.1
+done
+echo "$out" | check 'assert d["percent"] == 100 and d["events"] > 0 and d["events_per_second"] > 0, d'
+state=$(curl -sS "http://localhost:8080/api/v1/entities/user-123/state")
+out=$(curl -sS "http://localhost:8080/api/v1/projections/user_snapshot/user-123")
+python3 -c "import json, sys
+state, row = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert row['state'] == state['state'] and row['version'] == state['version'], (row, state)" "$state" "$out"
+out=$(curl -sS "http://localhost:8080/api/v1/replay")
+echo "$out" | check 'assert d["count"] == 1 and d["replays"][0]["status"] == "completed", d'
+
 echo "all seed REST examples answered as expected" >&2

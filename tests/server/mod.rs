@@ -7,6 +7,7 @@ mod flight;
 mod graphql;
 mod observe;
 mod pipelines;
+mod projections;
 mod seed;
 mod shutdown;
 mod stream;
