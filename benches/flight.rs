@@ -115,6 +115,7 @@ async fn run(base: &Path, events: usize, with_duckdb: bool) {
         store.clone(),
         eventql,
         Auth::none(),
+        None,
         async move {
             let _ = stopped.await;
         },

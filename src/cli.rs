@@ -231,6 +231,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             store.clone(),
             eventql,
             allsource_flight::Auth::tokens(config.flight_tokens.clone()),
+            Some(Arc::clone(&pipelines)),
             async move {
                 let _ = flight_stopped.wait_for(|stop| *stop).await;
             },

@@ -37,6 +37,22 @@ impl FlightError {
         }
     }
 
+    /// The call names something that does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            code: Code::NotFound,
+            message: message.into(),
+        }
+    }
+
+    /// The client fell too far behind (or asked for too much).
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Self {
+            code: Code::ResourceExhausted,
+            message: message.into(),
+        }
+    }
+
     /// The gRPC code.
     pub fn code(&self) -> Code {
         self.code

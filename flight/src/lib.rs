@@ -12,7 +12,8 @@
 //!   `streams`, `partitions` and `files`.
 //! - Ingest: DoPut with the path descriptor `events`, or Flight SQL bulk ingest into
 //!   `events` ([`ingest`] describes the columns). One batch is one atomic append.
-//! - Live tails: DoGet with a JSON ticket ([`tail`]).
+//! - Live tails: DoGet with a JSON ticket ([`tail`]): the events from a position on,
+//!   or a pipeline's result rows as they are emitted.
 //! - Auth: [`auth`]; without tokens every call acts for the tenant `default`.
 
 pub mod auth;
@@ -24,8 +25,10 @@ pub mod statement;
 pub mod tail;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use allsource_engine::EventStore;
+use allsource_operators::Pipelines;
 use allsource_sql::EventQl;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
@@ -41,13 +44,18 @@ const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// The HTTP/2 receive window of one call to start with.
 const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 
-/// The gRPC service over `store`.
+/// The gRPC service over `store` (and its `pipelines`, when it runs them).
 pub fn service(
     store: EventStore,
     eventql: EventQl,
     auth: Auth,
+    pipelines: Option<Arc<Pipelines>>,
 ) -> FlightServiceServer<AllSourceFlight> {
-    FlightServiceServer::new(AllSourceFlight::new(SqlService::new(store, eventql, auth)))
+    let mut flight = AllSourceFlight::new(SqlService::new(store, eventql, auth));
+    if let Some(pipelines) = pipelines {
+        flight = flight.with_pipelines(pipelines);
+    }
+    FlightServiceServer::new(flight)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -59,6 +67,7 @@ pub async fn serve(
     store: EventStore,
     eventql: EventQl,
     auth: Auth,
+    pipelines: Option<Arc<Pipelines>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -70,7 +79,7 @@ pub async fn serve(
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(2 * STREAM_WINDOW_BYTES))
         .tcp_nodelay(true)
-        .add_service(service(store, eventql, auth))
+        .add_service(service(store, eventql, auth, pipelines))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -1,11 +1,14 @@
 //! The Flight service as served: the Flight SQL service, plus tail tickets on DoGet.
 //!
 //! Flight SQL reads every ticket as a protobuf command; a tail ticket is JSON text
-//! (it starts with `{`), which no command does, so this layer takes those and hands
+//! (it starts with `{`), which no command does, so this layer takes those (tails of
+//! events and of pipeline results) and hands
 //! every other call to [`SqlService`] unchanged.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
+use allsource_operators::Pipelines;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -23,12 +26,22 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Debug, Clone)]
 pub struct AllSourceFlight {
     sql: SqlService,
+    pipelines: Option<Arc<Pipelines>>,
 }
 
 impl AllSourceFlight {
     /// Serve through `sql`.
     pub fn new(sql: SqlService) -> Self {
-        Self { sql }
+        Self {
+            sql,
+            pipelines: None,
+        }
+    }
+
+    /// Serve the result tails of `pipelines` too.
+    pub fn with_pipelines(mut self, pipelines: Arc<Pipelines>) -> Self {
+        self.pipelines = Some(pipelines);
+        self
     }
 }
 
@@ -85,12 +98,23 @@ impl FlightService for AllSourceFlight {
             None => FlightService::do_get(&self.sql, request).await,
             Some(parsed) => {
                 let tenant = self.sql.tenant(&request)?;
-                let tail_request = parsed?;
-                let events = tail::follow(self.sql.store(), &tenant, tail_request);
-                Ok(Response::new(crate::sql::encode(
-                    allsource_engine::event_schema(),
-                    events,
-                )))
+                match parsed? {
+                    tail::Tail::Events(tail_request) => {
+                        let events = tail::follow(self.sql.store(), &tenant, tail_request);
+                        Ok(Response::new(crate::sql::encode(
+                            allsource_engine::event_schema(),
+                            events,
+                        )))
+                    }
+                    tail::Tail::Pipeline(results) => {
+                        let pipelines = self
+                            .pipelines
+                            .as_ref()
+                            .ok_or_else(|| Status::not_found("this server runs no pipelines"))?;
+                        let (schema, rows) = tail::follow_pipeline(pipelines, &tenant, &results)?;
+                        Ok(Response::new(crate::sql::encode(schema, rows)))
+                    }
+                }
             }
         }
     }

@@ -1,11 +1,18 @@
-//! Live tails: a DoGet ticket that streams a tenant's events from a position on,
-//! forever.
+//! Live tails: a DoGet ticket that streams a tenant's events from a position on, or a
+//! pipeline's result rows as they are emitted, forever.
 //!
 //! The ticket is JSON text:
 //!
 //! ```text
 //! {"tail": {"from": 0, "event_type": ["order.placed"], "entity_id": "order-7"}}
+//! {"pipeline": {"name": "hourly_orders"}}
 //! ```
+//!
+//! A pipeline tail carries the pipeline's result columns: each window's rows once
+//! the watermark passes its end, and for totals (projections) each key's row every
+//! time it changes, from the moment the tail starts. The rows before that are in the
+//! pipeline's table. A tail that falls more than 1024 result batches behind ends
+//! with `RESOURCE_EXHAUSTED`; the client reads the table and tails again.
 //!
 //! Every field of `tail` is optional: without `from` the tail starts at the newest
 //! event; `event_type` is one type or a list. Batches carry the columns of
@@ -17,9 +24,12 @@
 use allsource_engine::{
     EventStore, RecordedEvent, SubscriptionFilter, event_schema, events_to_batch,
 };
+use allsource_operators::Pipelines;
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use futures::Stream;
 use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::FlightError;
 
@@ -49,23 +59,69 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// A pipeline tail ticket's body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TailTicket {
-    tail: TailRequest,
+pub struct PipelineTail {
+    /// The pipeline (or projection) whose results to follow.
+    pub name: String,
+}
+
+/// What a JSON ticket asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Tail {
+    /// `{"tail": {…}}`: events.
+    #[serde(rename = "tail")]
+    Events(TailRequest),
+    /// `{"pipeline": {"name"}}`: a pipeline's results.
+    Pipeline(PipelineTail),
 }
 
 /// The tail a ticket asks for, `None` when the ticket is not a tail ticket (it does
 /// not start with `{`).
-pub fn parse_ticket(ticket: &[u8]) -> Option<Result<TailRequest, FlightError>> {
+pub fn parse_ticket(ticket: &[u8]) -> Option<Result<Tail, FlightError>> {
     if ticket.first() != Some(&b'{') {
         return None;
     }
-    Some(
-        serde_json::from_slice::<TailTicket>(ticket)
-            .map(|t| t.tail)
-            .map_err(|e| FlightError::invalid(format!("a tail ticket is {{\"tail\": {{\"from\", \"event_type\", \"entity_id\"}}}}: {e}"))),
-    )
+    Some(serde_json::from_slice::<Tail>(ticket).map_err(|e| {
+        FlightError::invalid(format!(
+            "a tail ticket is {{\"tail\": {{\"from\", \"event_type\", \"entity_id\"}}}} or \
+             {{\"pipeline\": {{\"name\"}}}}: {e}"
+        ))
+    }))
+}
+
+/// The result rows of the pipeline `request` names, from now on, and their schema.
+pub fn follow_pipeline(
+    pipelines: &Pipelines,
+    tenant: &str,
+    request: &PipelineTail,
+) -> Result<
+    (
+        SchemaRef,
+        impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+    ),
+    FlightError,
+> {
+    let (schema, receiver) = pipelines
+        .updates(tenant, &request.name)
+        .ok_or_else(|| FlightError::not_found(format!("no pipeline named {}", request.name)))?;
+    let rows = futures::stream::unfold(Some(receiver), |receiver| async move {
+        let mut receiver = receiver?;
+        match receiver.recv().await {
+            Ok(batch) => Some((Ok(batch), Some(receiver))),
+            Err(RecvError::Lagged(missed)) => Some((
+                Err(FlightError::exhausted(format!(
+                    "this tail fell {missed} result batches behind; read the table and tail again"
+                ))),
+                None,
+            )),
+            // The pipeline was dropped, reset or replaced.
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Ok((schema, rows))
 }
 
 /// The batches of `tenant`'s events matching `request`, forever.
@@ -116,11 +172,16 @@ mod tests {
     #[test]
     fn tickets_parse_and_other_tickets_pass_through() {
         assert!(parse_ticket(b"\x0a\x05hello").is_none());
-        let request = parse_ticket(br#"{"tail": {"from": 7, "event_type": "a"}}"#)
+        let parsed = parse_ticket(br#"{"tail": {"from": 7, "event_type": "a"}}"#)
             .and_then(Result::ok)
             .unwrap_or_else(|| panic!("not parsed"));
+        let Tail::Events(request) = parsed else {
+            panic!("not an events tail: {parsed:?}");
+        };
         assert_eq!(request.from, Some(7));
         assert!(matches!(request.event_type, OneOrMany::One(ref t) if t == "a"));
+        let parsed = parse_ticket(br#"{"pipeline": {"name": "hourly"}}"#).and_then(Result::ok);
+        assert!(matches!(parsed, Some(Tail::Pipeline(ref p)) if p.name == "hourly"));
         let bad = parse_ticket(br#"{"tail": {"form": 7}}"#).unwrap_or_else(|| panic!("not a tail"));
         assert!(bad.is_err());
     }

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.requests import RequestsHTTPTransport
@@ -147,3 +148,72 @@ def test_queries_mutation_and_a_conflict_through_the_client(server):
         assert entity["version"] == 1
         assert entity["state"] == {"name": "Ada"}
         assert [e["node"]["version"] for e in entity["events"]["edges"]] == [1]
+
+
+PROJECTION = (
+    "CREATE PROJECTION per_order AS "
+    "SELECT entity_id, COUNT(*) AS n, SUM(CAST(payload->>'n' AS BIGINT)) AS total "
+    "FROM events GROUP BY entity_id"
+)
+
+UPDATES = "subscription { pipelineUpdates(name: \"per_order\") }"
+
+
+def test_pipeline_updates_follow_a_projection_while_another_process_appends(server):
+    """Every change of a projection's rows reaches a `pipelineUpdates` subscriber, in
+    order, and `projection` then reads each key's final row."""
+    created = requests.post(server.http + "/api/v1/query", json={"sql": PROJECTION}, timeout=60)
+    assert created.status_code == 200, created.text
+
+    async def run():
+        transport = WebsocketsTransport(
+            url=ws_url(server), subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
+        )
+        rows = []
+        async with Client(transport=transport, execute_timeout=120) as session:
+            # The subscription is live once a ping appended after it comes through;
+            # then another process appends the orders.
+            pinger = asyncio.ensure_future(ping(server))
+            appender = None
+            finals = {"order-0": 175, "order-1": 175, "order-2": 150}
+            latest = {}
+            async for result in session.subscribe(GraphQLRequest(UPDATES)):
+                row = result["pipelineUpdates"]
+                if row["entity_id"] == "ping":
+                    if appender is None:
+                        pinger.cancel()
+                        appender = start_appender(server)
+                    continue
+                rows.append(row)
+                latest[row["entity_id"]] = row["n"]
+                if latest == finals:
+                    break
+            assert appender is not None and appender.wait(timeout=120) == 0
+        return rows
+
+    rows = asyncio.run(asyncio.wait_for(run(), timeout=180))
+    for entity in ("order-0", "order-1", "order-2"):
+        counts = [r["n"] for r in rows if r["entity_id"] == entity]
+        assert counts == sorted(counts) and len(set(counts)) == len(counts), counts
+    with http_client(server) as session:
+        answer = session.execute(
+            GraphQLRequest('{ projection(name: "per_order", entityId: "order-2") }')
+        )
+    row = answer["projection"]
+    assert row["n"] == 150, row
+    assert row["total"] == sum(n for i in range(2, 20, 3) for n in range(i * 25, i * 25 + 25)), row
+
+
+async def ping(server):
+    """Append a ping event every 100 ms until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await loop.run_in_executor(
+            None,
+            lambda: requests.post(
+                server.http + "/api/v1/events",
+                json={"entity_id": "ping", "event_type": "ping", "payload": {"n": 0}},
+                timeout=60,
+            ),
+        )
+        await asyncio.sleep(0.1)
