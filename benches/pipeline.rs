@@ -20,6 +20,12 @@
 //! (polled in a loop that yields to the runtime). Out of order, each second's events are shuffled and the
 //! pipeline allows 500 ms of lateness.
 //!
+//! **Projections.** Totals per key (`COUNT`, `SUM`) and the built-in
+//! `entity_snapshot` (`json_merge_agg`), fed as above, events/s. Then, through the
+//! registry over a store of real appended events: a replay of `entity_snapshot` from
+//! the start of the log (events/s as the replay reports it, and the wall time to the
+//! swap), and the latency of reading one key's row while the projection is idle.
+//!
 //! Run: `cargo bench --bench pipeline` (`-- --quick` for a short run). Under
 //! `cargo test` it runs a tiny smoke version.
 
@@ -48,6 +54,8 @@ const HOP: &str = "SELECT window_start, window_end, entity_id, COUNT(*) AS n, \
     SUM(payload->>'v') AS total \
     FROM HOP(events, timestamp, INTERVAL '2' SECOND, INTERVAL '10' SECOND) \
     GROUP BY window_start, window_end, entity_id";
+const TOTALS: &str = "SELECT entity_id, COUNT(*) AS n, SUM(payload->>'v') AS total \
+    FROM events GROUP BY entity_id";
 const SESSION: &str = "SELECT window_start, window_end, entity_id, COUNT(*) AS n, \
     SUM(payload->>'v') AS total \
     FROM SESSION(events, timestamp, INTERVAL '5' SECOND, entity_id) \
@@ -205,6 +213,108 @@ async fn append(store: &EventStore, millis: i64) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Append `count` events over 10,000 entities (tenant `replay`), replay
+/// `entity_snapshot` over them, and time key lookups.
+async fn replay(store: &EventStore, eventql: &EventQl, count: usize) {
+    const ENTITIES: usize = 10_000;
+    const PER_STREAM: usize = 10;
+    let mut appended = 0;
+    while appended < count {
+        let mut request = AppendRequest::new("replay");
+        for s in 0..100 {
+            let entity = format!("user-{}", (appended / PER_STREAM + s) % ENTITIES);
+            let events = (0..PER_STREAM)
+                .map(|k| {
+                    let n = appended + s * PER_STREAM + k;
+                    EventData::new(
+                        "user.updated",
+                        format!(r#"{{"n":{n},"tier":"t{}"}}"#, n % 7),
+                    )
+                })
+                .collect();
+            request = request.stream(entity, ExpectedVersion::Any, events);
+        }
+        store
+            .append(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        appended += 100 * PER_STREAM;
+    }
+    let pipelines = Pipelines::open(store.clone(), eventql.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = PipelineSpec {
+        tenant: "replay".into(),
+        name: "entity_snapshot".into(),
+        sql: allsource::operators::projection::built_in("entity_snapshot")
+            .unwrap_or_else(|| panic!("built in"))
+            .into(),
+        kind: Kind::Projection,
+        ..PipelineSpec::default()
+    };
+    pipelines
+        .create(spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = store.head_position();
+    while pipelines
+        .get("replay", "entity_snapshot")
+        .is_none_or(|p| p.position < head)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let replay = pipelines
+        .replay(
+            "replay",
+            "entity_snapshot",
+            allsource::operators::ReplayFrom::Position(0),
+            10_000,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = loop {
+        let info = pipelines
+            .replay_info("replay", &replay.id)
+            .unwrap_or_else(|| panic!("listed"));
+        if info.status.is_finished() {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let wall = started.elapsed();
+    assert_eq!(
+        done.status,
+        allsource::operators::ReplayStatus::Completed,
+        "{done:?}"
+    );
+    let mut lookups = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let key = format!("user-{}", (i * 7919) % ENTITIES.min(count / PER_STREAM));
+        let started = Instant::now();
+        let (_, row) = pipelines
+            .lookup("replay", "entity_snapshot", &key)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        lookups.push(started.elapsed());
+        assert!(row.is_some(), "{key}");
+    }
+    lookups.sort();
+    println!(
+        "\nReplay of entity_snapshot ({count} events, {ENTITIES} entities, batches of 10,000)\n"
+    );
+    println!("| replay events/s | replay wall time | lookup p50 | lookup p99 |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {:.0} | {:.2} s | {:.3} ms | {:.3} ms |",
+        done.events_per_second,
+        wall.as_secs_f64(),
+        percentile(&lookups, 0.5).as_secs_f64() * 1e3,
+        percentile(&lookups, 0.99).as_secs_f64() * 1e3,
+    );
+    pipelines.stop().await;
+}
+
 fn main() {
     let size = Size::from_args();
     let events = size.pick(32 * BATCH, 200 * BATCH, 1_000 * BATCH);
@@ -235,6 +345,22 @@ fn main() {
                 println!("| {name} | {order} | {rate:.0} | {rows} |");
             }
         }
+
+        println!("\nProjections ({events} events, batches of {BATCH}, {KEYS} keys)\n");
+        println!("| projection | events/s | rows out |");
+        println!("|---|---:|---:|");
+        let snapshot = allsource::operators::projection::built_in("entity_snapshot")
+            .unwrap_or_else(|| panic!("built in"));
+        for (name, sql) in [
+            ("totals per key, COUNT + SUM", TOTALS),
+            ("entity_snapshot (json_merge_agg)", snapshot),
+        ] {
+            let batches = input(events, false);
+            let (rate, rows) = throughput(&eventql, sql, &batches, 0).await;
+            assert!(rows > 0, "{name}: no rows");
+            println!("| {name} | {rate:.0} | {rows} |");
+        }
+        replay(&store, &eventql, size.pick(20_000, 200_000, 1_000_000)).await;
 
         println!("\nAppend to result visible ({windows} windows of 1 s, durability never)\n");
         println!("| input | p50 | p99 | max |");
