@@ -9,6 +9,8 @@
 //! CREATE PROJECTION name [AS SELECT …]   -- without AS: a built-in projection
 //! DROP PROJECTION [IF EXISTS] name
 //! SHOW PROJECTIONS
+//!
+//! ALTER PIPELINE | PROJECTION name ENABLE | DISABLE
 //! ```
 
 use crate::error::{Error, Result};
@@ -41,6 +43,15 @@ pub enum Statement {
     },
     /// `SHOW PIPELINES` or `SHOW PROJECTIONS`.
     Show(Kind),
+    /// `ALTER PIPELINE name ENABLE | DISABLE` (or `PROJECTION`).
+    Alter {
+        /// A pipeline or a projection.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// Whether it runs from now on.
+        enabled: bool,
+    },
 }
 
 /// The pipeline statement `sql` is, if it is one; an error if it starts like one but
@@ -56,6 +67,8 @@ pub fn parse(sql: &str) -> Result<Option<Statement>> {
         ("DROP", "PROJECTION") => cursor.drop(Kind::Projection)?,
         ("SHOW", "PIPELINES") => Statement::Show(Kind::Pipeline),
         ("SHOW", "PROJECTIONS") => Statement::Show(Kind::Projection),
+        ("ALTER", "PIPELINE") => cursor.alter(Kind::Pipeline)?,
+        ("ALTER", "PROJECTION") => cursor.alter(Kind::Projection)?,
         _ => return Ok(None),
     };
     cursor.skip_space();
@@ -190,6 +203,24 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    fn alter(&mut self, kind: Kind) -> Result<Statement> {
+        let name = self.name(kind)?;
+        let enabled = match self.word().to_ascii_uppercase().as_str() {
+            "ENABLE" => true,
+            "DISABLE" => false,
+            _ => {
+                return Err(invalid(format!(
+                    "expected ENABLE or DISABLE after the {kind}'s name"
+                )));
+            }
+        };
+        Ok(Statement::Alter {
+            kind,
+            name,
+            enabled,
+        })
+    }
+
     fn drop(&mut self, kind: Kind) -> Result<Statement> {
         let saved = self.at;
         let if_exists = if self.word().eq_ignore_ascii_case("IF") {
@@ -316,6 +347,14 @@ mod tests {
             Some(Statement::Show(Kind::Pipeline))
         );
         assert_eq!(
+            parse("ALTER PROJECTION totals disable;").ok().flatten(),
+            Some(Statement::Alter {
+                kind: Kind::Projection,
+                name: "totals".into(),
+                enabled: false
+            })
+        );
+        assert_eq!(
             parse("show projections").ok().flatten(),
             Some(Statement::Show(Kind::Projection))
         );
@@ -365,6 +404,8 @@ mod tests {
             ("DROP PIPELINE p extra", "unexpected"),
             ("DROP PIPELINE IF p", "IF EXISTS"),
             ("CREATE PROJECTION totals", "not a built-in projection"),
+            ("ALTER PIPELINE p PAUSE", "ENABLE or DISABLE"),
+            ("ALTER PIPELINE p ENABLE now", "unexpected"),
             ("CREATE PROJECTION", "projection's name"),
         ] {
             match parse(sql) {

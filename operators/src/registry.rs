@@ -81,6 +81,10 @@ pub struct PipelineSpec {
     /// replay started it ([`Pipelines::replay`]).
     #[serde(default)]
     pub from_position: u64,
+    /// Stored but not running: its table holds what its last checkpoint holds, and
+    /// enabling it resumes from there ([`Pipelines::set_enabled`]).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// What a pipeline is doing.
@@ -96,6 +100,8 @@ pub enum PipelineState {
     },
     /// Stopped because the store closed.
     Stopped,
+    /// Disabled by its user.
+    Disabled,
 }
 
 /// A pipeline's definition, state and progress.
@@ -393,6 +399,56 @@ impl Pipelines {
         Ok(info)
     }
 
+    /// Enable or disable the pipeline (or projection) `name` of `tenant`. Disabling
+    /// stops its task; its table keeps what its last checkpoint holds. Enabling
+    /// starts it again from that checkpoint.
+    pub async fn set_enabled(
+        &self,
+        tenant: &str,
+        name: &str,
+        enabled: bool,
+    ) -> Result<PipelineInfo> {
+        let _change = self.changes.lock().await;
+        let key = (tenant.to_string(), name.to_string());
+        let spec = match self.entries.lock().get(&key) {
+            Some(entry) if entry.spec.disabled != enabled => return Ok(info(entry)),
+            Some(entry) => entry.spec.clone(),
+            None => {
+                return Err(Error::NotFound {
+                    kind: Kind::Pipeline,
+                    name: name.to_string(),
+                });
+            }
+        };
+        let spec = PipelineSpec {
+            disabled: !enabled,
+            ..spec
+        };
+        let mut specs: Vec<PipelineSpec> = self
+            .specs()
+            .into_iter()
+            .filter(|s| (s.tenant.as_str(), s.name.as_str()) != (tenant, name))
+            .collect();
+        specs.push(spec.clone());
+        self.save(&specs).await?;
+        // Its checkpoint is consistent whenever the task stops: a stop mid-write
+        // leaves the previous manifest in force.
+        let old = self.entries.lock().remove(&key);
+        if let Some(mut entry) = old
+            && let Some(task) = entry.task.take()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        let entry = self
+            .start(spec.clone())
+            .await
+            .unwrap_or_else(|e| Entry::failed(spec, &e));
+        let info = info(&entry);
+        self.entries.lock().insert(key, entry);
+        Ok(info)
+    }
+
     /// How many pipelines there are, of every tenant.
     pub fn count(&self) -> usize {
         self.entries.lock().len()
@@ -451,6 +507,7 @@ impl Pipelines {
         let stopped = || {
             let why = match &state {
                 PipelineState::Failed { error } => format!("it failed: {error}"),
+                PipelineState::Disabled => "it is disabled".to_string(),
                 _ => "it has stopped".to_string(),
             };
             Error::Conflict(format!("the projection {name} cannot be read: {why}"))
@@ -489,7 +546,7 @@ impl Pipelines {
     pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<RecordBatch> {
         let outcome = |name: &str, status: &str| {
             let schema = Schema::new(vec![
-                Field::new("name", DataType::Utf8, false),
+                Field::new("pipeline", DataType::Utf8, false),
                 Field::new("status", DataType::Utf8, false),
             ]);
             let columns: Vec<ArrayRef> = vec![
@@ -525,6 +582,20 @@ impl Pipelines {
                 Err(Error::NotFound { .. }) if if_exists => outcome(&name, "not found"),
                 Err(e) => Err(e),
             },
+            Statement::Alter {
+                kind,
+                name,
+                enabled,
+            } => {
+                if self.get(tenant, &name).map(|p| p.spec.kind) != Some(kind) {
+                    return Err(Error::NotFound { kind, name });
+                }
+                let info = self.set_enabled(tenant, &name, enabled).await?;
+                outcome(
+                    &info.spec.name,
+                    if enabled { "enabled" } else { "disabled" },
+                )
+            }
             Statement::Show(kind) => {
                 let mut listed = self.list(tenant);
                 listed.retain(|p| p.spec.kind == kind);
@@ -824,6 +895,15 @@ impl Pipelines {
                             .await?;
                 }
             }
+        }
+        if spec.disabled {
+            running.progress.lock().state = PipelineState::Disabled;
+            return Ok(Entry {
+                spec,
+                running,
+                task: None,
+                requests: None,
+            });
         }
         let (requests, requested) = tokio::sync::mpsc::channel(64);
         let task = tokio::spawn(run(
@@ -1266,6 +1346,7 @@ fn show(pipelines: &[PipelineInfo]) -> Result<RecordBatch> {
                 PipelineState::Running => "running".to_string(),
                 PipelineState::Failed { .. } => "failed".to_string(),
                 PipelineState::Stopped => "stopped".to_string(),
+                PipelineState::Disabled => "disabled".to_string(),
             })
         }),
         texts(|p| match &p.state {

@@ -132,6 +132,8 @@ pub fn router(state: AppState) -> Router {
             "/pipelines/{name}/reset",
             axum::routing::put(pipelines::reset),
         )
+        .route("/pipelines/{name}/enable", post(pipelines::enable))
+        .route("/pipelines/{name}/disable", post(pipelines::disable))
         .route(
             "/projections",
             get(projections::list).post(projections::create),

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use allsource_operators::operator_list::OperatorPipeline;
 use allsource_operators::{
-    Error as PipelineError, Kind, PipelineInfo, PipelineOptions, PipelineSpec, PipelineState,
-    Pipelines,
+    Kind, PipelineInfo, PipelineOptions, PipelineSpec, PipelineState, Pipelines,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -36,6 +35,13 @@ pub(crate) struct PipelineIn {
     /// `late_data` (`"drop"` or `"table"`).
     #[serde(default)]
     options: std::collections::BTreeMap<String, String>,
+    /// `false`: stored, not running, until enabled.
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub(crate) fn info_json(info: &PipelineInfo) -> Value {
@@ -97,16 +103,11 @@ pub(crate) async fn create(
     } else {
         let listed: OperatorPipeline =
             serde_json::from_value(value).map_err(|e| ApiError::malformed_json(&e))?;
-        if !listed.enabled {
-            return Err(PipelineError::Invalid(
-                "a pipeline is created running; \"enabled\": false is not supported".into(),
-            )
-            .into());
-        }
         PipelineIn {
             sql: listed.to_sql()?,
             name: listed.name,
             options: listed.options,
+            enabled: listed.enabled,
         }
     };
     let mut options = PipelineOptions::default();
@@ -118,6 +119,7 @@ pub(crate) async fn create(
         name: request.name,
         sql: request.sql,
         options,
+        disabled: !request.enabled,
         ..PipelineSpec::default()
     };
     let info = of(&app)?.create(spec).await?;
@@ -169,6 +171,7 @@ fn state_name(info: &PipelineInfo) -> &'static str {
         PipelineState::Running => "running",
         PipelineState::Failed { .. } => "failed",
         PipelineState::Stopped => "stopped",
+        PipelineState::Disabled => "disabled",
     }
 }
 
@@ -205,5 +208,24 @@ pub(crate) async fn reset(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let info = of(&app)?.reset(TENANT, &name).await?;
+    Ok(Json(info_json(&info)))
+}
+
+/// `POST /pipelines/{name}/enable`: run it again, from its last checkpoint.
+pub(crate) async fn enable(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = of(&app)?.set_enabled(TENANT, &name, true).await?;
+    Ok(Json(info_json(&info)))
+}
+
+/// `POST /pipelines/{name}/disable`: stop it; its table keeps its last checkpoint's
+/// rows.
+pub(crate) async fn disable(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let info = of(&app)?.set_enabled(TENANT, &name, false).await?;
     Ok(Json(info_json(&info)))
 }

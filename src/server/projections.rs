@@ -25,6 +25,13 @@ pub(crate) struct ProjectionIn {
     /// As for pipelines (`checkpoint_interval`, …).
     #[serde(default)]
     options: std::collections::BTreeMap<String, String>,
+    /// `false`: stored, not running, until enabled.
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `GET /projections`.
@@ -67,6 +74,7 @@ pub(crate) async fn create(
         sql,
         options,
         kind: Kind::Projection,
+        disabled: !request.enabled,
         ..PipelineSpec::default()
     };
     let info = of(&app)?.create(spec).await?;

@@ -131,11 +131,6 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
             "JOIN",
         ),
         (
-            json!({"name": "x", "operators": [], "enabled": false}),
-            "invalid_pipeline",
-            "enabled",
-        ),
-        (
             json!({"name": "x", "operators": [], "nope": 1}),
             "invalid_body",
             "nope",
@@ -161,6 +156,44 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
         &json!([{"n": 25}]),
     )
     .await;
+
+    // Created disabled, it runs once enabled, and stops when disabled again.
+    let (status, created) = post(
+        &server,
+        "/api/v1/pipelines",
+        json!({"name": "paused", "source_event_types": ["page.clicked"],
+               "operators": [{"type": "filter", "field": "n", "op": "gte", "value": 0}],
+               "enabled": false}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["state"], "disabled", "{created}");
+    rows_become(
+        &server,
+        "SELECT COUNT(*) AS n FROM paused",
+        &json!([{"n": 0}]),
+    )
+    .await;
+    let (status, enabled) = post(&server, "/api/v1/pipelines/paused/enable", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert_eq!(enabled["state"], "running", "{enabled}");
+    rows_become(
+        &server,
+        "SELECT COUNT(*) AS n FROM paused",
+        &json!([{"n": 25}]),
+    )
+    .await;
+    let (_, disabled) = post(&server, "/api/v1/pipelines/paused/disable", json!({})).await;
+    assert_eq!(disabled["state"], "disabled", "{disabled}");
+    let (status, _) = post(&server, "/api/v1/pipelines/nothing/enable", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = reqwest::Client::new()
+        .delete(server.url("/api/v1/pipelines/paused"))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, StatusCode::OK);
 
     // Restarted: both pipelines are back and recompute their results from the log.
     let (status, log) = server.stop("-TERM");

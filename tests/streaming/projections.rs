@@ -543,3 +543,68 @@ async fn subscribers_receive_each_changed_row() {
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_projection_keeps_its_last_checkpoint_and_resumes_when_enabled() {
+    let f = fixture().await;
+    for i in 0..40 {
+        append_one(&f.store, &format!("u{}", i % 4), "tick", json!({"i": i})).await;
+    }
+    execute(
+        &f.pipelines,
+        &format!(
+            "CREATE PROJECTION per_entity WITH (checkpoint_interval = '0s') AS {PER_ENTITY} \
+             GROUP BY entity_id"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = format!("{PER_ENTITY} GROUP BY entity_id");
+    table_becomes(&f.eventql, "per_entity", &before).await;
+    let head = f.store.head_position();
+    execute(&f.pipelines, "ALTER PROJECTION per_entity DISABLE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = f
+        .pipelines
+        .get(TENANT, "per_entity")
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(info.state, allsource::operators::PipelineState::Disabled);
+    let read = f.pipelines.lookup(TENANT, "per_entity", "u1").await;
+    assert!(
+        matches!(&read, Err(Error::Conflict(m)) if m.contains("disabled")),
+        "{read:?}"
+    );
+
+    // Disabled, it reads nothing more, also across a restart.
+    for i in 40..60 {
+        append_one(&f.store, &format!("u{}", i % 4), "tick", json!({"i": i})).await;
+    }
+    f.pipelines.stop().await;
+    let (pipelines, eventql) = open(&f.store).await;
+    let f = Fixture {
+        pipelines,
+        eventql,
+        ..f
+    };
+    let until_then = format!("{PER_ENTITY} WHERE position < {head} GROUP BY entity_id");
+    table_becomes(&f.eventql, "per_entity", &until_then).await;
+    let info = f
+        .pipelines
+        .get(TENANT, "per_entity")
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(info.state, allsource::operators::PipelineState::Disabled);
+
+    // Enabled: it resumes from its checkpoint and catches up.
+    execute(&f.pipelines, "ALTER PROJECTION per_entity ENABLE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    table_becomes(&f.eventql, "per_entity", &before).await;
+    let row = lookup(&f.pipelines, "per_entity", "u1").await;
+    assert_eq!(row.map(|r| r["n"].clone()), Some(json!(15)));
+    let wrong_kind = execute(&f.pipelines, "ALTER PIPELINE per_entity DISABLE").await;
+    assert!(
+        matches!(wrong_kind, Err(Error::NotFound { .. })),
+        "{wrong_kind:?}"
+    );
+}
