@@ -10,6 +10,8 @@
 //!   that make up the checkpoint;
 //! - `groups-<seq>.arrow`: the open windows' groups at that point
 //!   ([`crate::state`]), an Arrow IPC file;
+//! - `admission-<seq>.arrow`: the keys the source operators remember
+//!   ([`crate::admission`]), when the pipeline dedupes or throttles;
 //! - `results-<seq>.arrow`, `late-<seq>.arrow`: the result rows and the late events
 //!   (when kept) emitted since the previous checkpoint. Every so many checkpoints,
 //!   they are written again as one file.
@@ -56,6 +58,9 @@ pub struct Manifest {
     pub stats: PipelineStats,
     /// The open groups' file, if the pipeline groups.
     pub groups: Option<String>,
+    /// The source operators' state file, if they remember anything.
+    #[serde(default)]
+    pub admission: Option<String>,
     /// The result files, in emission order.
     pub results: Vec<String>,
     /// The late events' files, in order.
@@ -142,6 +147,14 @@ impl Checkpoints {
             }
             None => None,
         };
+        let admission = match &manifest.admission {
+            Some(name) => {
+                let schema = crate::admission::state_schema();
+                let batches = conform(self.read(name).await?, &schema, name)?;
+                Some(arrow::compute::concat_batches(&schema, &batches)?)
+            }
+            None => None,
+        };
         let mut result_rows = Vec::new();
         for name in &manifest.results {
             result_rows.extend(conform(self.read(name).await?, results, name)?);
@@ -156,6 +169,7 @@ impl Checkpoints {
                 watermark: manifest.watermark,
                 stats: manifest.stats,
                 groups,
+                admission,
             },
             manifest,
             results: result_rows,
@@ -174,6 +188,15 @@ impl Checkpoints {
                 Some(name)
             }
             None => None,
+        };
+        let admission = match &update.snapshot.admission {
+            Some(batch) if batch.num_rows() > 0 => {
+                let name = format!("admission-{sequence:012}.arrow");
+                self.put(&name, &batch.schema(), std::slice::from_ref(batch))
+                    .await?;
+                Some(name)
+            }
+            _ => None,
         };
         let files =
             |rows: Rows<'_>, kind: &str| -> (Vec<String>, Option<(String, Vec<RecordBatch>)>) {
@@ -213,6 +236,7 @@ impl Checkpoints {
             watermark: update.snapshot.watermark,
             stats: update.snapshot.stats,
             groups,
+            admission,
             results: result_names,
             late: late_names,
         };
@@ -227,10 +251,12 @@ impl Checkpoints {
             for name in previous
                 .groups
                 .iter()
+                .chain(&previous.admission)
                 .chain(&previous.results)
                 .chain(&previous.late)
             {
                 let named = manifest.groups.as_ref() == Some(name)
+                    || manifest.admission.as_ref() == Some(name)
                     || manifest.results.contains(name)
                     || manifest.late.contains(name);
                 if !named {
@@ -275,6 +301,7 @@ impl Checkpoints {
             };
             let named = name == MANIFEST
                 || manifest.groups.as_ref() == Some(&name)
+                || manifest.admission.as_ref() == Some(&name)
                 || manifest.results.contains(&name)
                 || manifest.late.contains(&name);
             if !named {

@@ -2,7 +2,9 @@
 //!
 //! ```sql
 //! CREATE PIPELINE name [WITH (allowed_lateness = '5s', late_data = 'drop' | 'table',
-//!                             max_future_skew = '1m')] AS SELECT …
+//!                             max_future_skew = '1m', checkpoint_interval = '1s',
+//!                             dedupe_on = 'order_id', dedupe_within = '10m',
+//!                             throttle_on = 'entity_id', throttle = '100/1s')] AS SELECT …
 //! DROP PIPELINE [IF EXISTS] name
 //! SHOW PIPELINES
 //!
@@ -248,6 +250,24 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
         "checkpoint_interval" => {
             options.checkpoint_interval_micros = duration_micros(key, value)?;
         }
+        "dedupe_on" => options.dedupe.get_or_insert_default().on = value.trim().to_string(),
+        "dedupe_within" => {
+            options.dedupe.get_or_insert_default().within_micros = duration_micros(key, value)?;
+        }
+        "throttle_on" => options.throttle.get_or_insert_default().on = value.trim().to_string(),
+        "throttle" => {
+            let (limit, per) = value.split_once('/').ok_or_else(|| {
+                invalid(format!(
+                    "throttle is a limit per interval such as '100/1s', not {value:?}"
+                ))
+            })?;
+            let limit: u64 = limit.trim().parse().map_err(|_| {
+                invalid(format!("throttle's limit is a whole number, not {limit:?}"))
+            })?;
+            let throttle = options.throttle.get_or_insert_default();
+            throttle.limit = limit;
+            throttle.per_micros = duration_micros(key, per)?;
+        }
         "late_data" => {
             options.late_data = match value {
                 "drop" => LateData::Drop,
@@ -262,7 +282,7 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
         other => {
             return Err(invalid(format!(
                 "unknown option {other:?} (allowed_lateness, max_future_skew, late_data, \
-                 checkpoint_interval)"
+                 checkpoint_interval, dedupe_on, dedupe_within, throttle_on, throttle)"
             )));
         }
     }
@@ -316,6 +336,7 @@ mod tests {
                 max_future_skew_micros: 120_000_000,
                 late_data: LateData::Keep,
                 checkpoint_interval_micros: 250_000,
+                ..PipelineOptions::default()
             },
             sql: "SELECT 1".into(),
         };

@@ -9,8 +9,10 @@
 //! above runs on the windows it emits ([`pipeline`]).
 //! Dependencies point inward only (`operators` -> `sql` -> `engine`).
 
+pub mod admission;
 pub mod checkpoint;
 pub mod ddl;
+pub mod dedupe;
 mod error;
 pub mod feed;
 mod groups;
@@ -22,6 +24,7 @@ pub mod replay;
 pub mod running_aggregate;
 pub mod session_aggregate;
 mod state;
+pub mod throttle;
 pub mod watermark;
 pub mod window_aggregate;
 

@@ -35,6 +35,11 @@
 //!   of the field, per value of `group_by`; the last operator. Without a window its
 //!   results are running totals per group, kept up to date.
 //!
+//! - `dedupe` `{field, within}` and `throttle` `{field?, limit, per}`: the source
+//!   operators ([`crate::dedupe`], [`crate::throttle`]), set as pipeline options
+//!   ([`OperatorPipeline::pipeline_options`]); they act on the source events, so they
+//!   come before the other operators.
+//!
 //! `enrich` and `branch` have no counterpart in this format yet: they are refused with
 //! an error naming the EventQL to write instead (a `JOIN`, one pipeline per branch).
 
@@ -92,8 +97,20 @@ impl OperatorPipeline {
         }
         let mut window: Option<Window> = None;
         let mut reduce: Option<(String, String, Option<String>)> = None;
+        let leading = self.operators.iter().take_while(|o| is_source(o)).count();
         for (index, operator) in self.operators.iter().enumerate() {
             let at = |message: String| Error::Invalid(format!("operators[{index}]: {message}"));
+            if is_source(operator) {
+                // Pipeline options ([`OperatorPipeline::options`]), not SQL.
+                if index >= leading {
+                    return Err(at(
+                        "dedupe and throttle act on the source events: put them before the \
+                         other operators"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
             if reduce.is_some() {
                 return Err(at("reduce must be the last operator".into()));
             }
@@ -226,7 +243,8 @@ impl OperatorPipeline {
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown operator type {other:?} (filter, map, window, reduce)"
+                        "unknown operator type {other:?} (filter, map, window, reduce, dedupe, \
+                         throttle)"
                     )));
                 }
             }
@@ -314,6 +332,54 @@ impl OperatorPipeline {
             "SELECT {} FROM {source}{filter}{grouping}",
             select.join(", ")
         ))
+    }
+}
+
+/// Whether `operator` is a source operator (`dedupe`, `throttle`).
+fn is_source(operator: &Value) -> bool {
+    matches!(
+        operator.get("type").and_then(Value::as_str),
+        Some("dedupe" | "throttle")
+    )
+}
+
+impl OperatorPipeline {
+    /// The pipeline's options: `options`, and those of its leading `dedupe`
+    /// (`{field, within}`) and `throttle` (`{field?, limit, per}`) operators.
+    pub fn pipeline_options(&self) -> Result<BTreeMap<String, String>> {
+        let mut options = self.options.clone();
+        for (index, operator) in self.operators.iter().enumerate() {
+            let at = |message: String| Error::Invalid(format!("operators[{index}]: {message}"));
+            let text = |key: &str| {
+                operator
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let needs = |key: &str, what: &str| at(format!("{key} needs {what}"));
+            match operator.get("type").and_then(Value::as_str) {
+                Some("dedupe") => {
+                    let field = text("field").ok_or_else(|| needs("dedupe", "\"field\""))?;
+                    let within =
+                        text("within").ok_or_else(|| needs("dedupe", "\"within\" (\"10m\")"))?;
+                    options.insert("dedupe_on".into(), field);
+                    options.insert("dedupe_within".into(), within);
+                }
+                Some("throttle") => {
+                    let limit = operator
+                        .get("limit")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| needs("throttle", "a whole number \"limit\""))?;
+                    let per = text("per").ok_or_else(|| needs("throttle", "\"per\" (\"1s\")"))?;
+                    if let Some(field) = text("field") {
+                        options.insert("throttle_on".into(), field);
+                    }
+                    options.insert("throttle".into(), format!("{limit}/{per}"));
+                }
+                _ => {}
+            }
+        }
+        Ok(options)
     }
 }
 
@@ -418,6 +484,52 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    #[test]
+    fn dedupe_and_throttle_become_options_and_come_first() {
+        let p = pipeline(
+            r#"{"name": "p", "operators": [
+                  {"type": "dedupe", "field": "order_id", "within": "10m"},
+                  {"type": "throttle", "limit": 100, "per": "1s"},
+                  {"type": "filter", "field": "country", "value": "US"}]}"#,
+        );
+        assert_eq!(
+            p.to_sql().ok().as_deref(),
+            Some(
+                "SELECT event_id, entity_id, event_type, timestamp, payload FROM events \
+                 WHERE (payload->>'country') = 'US'"
+            )
+        );
+        let options = p.pipeline_options().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            options.get("dedupe_on").map(String::as_str),
+            Some("order_id")
+        );
+        assert_eq!(
+            options.get("dedupe_within").map(String::as_str),
+            Some("10m")
+        );
+        assert_eq!(options.get("throttle").map(String::as_str), Some("100/1s"));
+        let late = pipeline(
+            r#"{"name": "p", "operators": [
+                  {"type": "filter", "field": "country", "value": "US"},
+                  {"type": "dedupe", "field": "order_id", "within": "10m"}]}"#,
+        );
+        let error = late
+            .to_sql()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("before the other operators"), "{error}");
+        let partial =
+            pipeline(r#"{"name": "p", "operators": [{"type": "throttle", "per": "1s"}]}"#);
+        let error = partial
+            .pipeline_options()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("limit"), "{error}");
     }
 
     #[test]

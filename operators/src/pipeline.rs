@@ -35,15 +35,18 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use allsource_sql::windows::WindowCall;
 
+use crate::admission::{self, SourceKey};
+use crate::dedupe::Dedupe;
 use crate::error::{Error, Result};
 use crate::feed::{Feed, FeedExec, FeedTable};
 use crate::running_aggregate::RunningAggregate;
 use crate::session_aggregate::SessionAggregate;
+use crate::throttle::Throttle;
 use crate::watermark::Watermark;
 use crate::window_aggregate::WindowAggregate;
 
 /// How a pipeline treats event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct PipelineOptions {
     /// How far behind the newest event time an event may arrive and still count
@@ -57,6 +60,41 @@ pub struct PipelineOptions {
     /// How often a running pipeline writes a checkpoint, in microseconds. Default
     /// one second; 0 checkpoints after every input batch.
     pub checkpoint_interval_micros: i64,
+    /// Drop repeated source events ([`crate::dedupe`]).
+    pub dedupe: Option<DedupeOptions>,
+    /// Let at most so many source events per key through per interval
+    /// ([`crate::throttle`]).
+    pub throttle: Option<ThrottleOptions>,
+}
+
+/// `WITH (dedupe_on = 'order_id', dedupe_within = '10m')`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DedupeOptions {
+    /// The key: a column of `events` or a payload field.
+    pub on: String,
+    /// The bound, in microseconds of event time.
+    pub within_micros: i64,
+}
+
+/// `WITH (throttle_on = 'entity_id', throttle = '100/1s')`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ThrottleOptions {
+    /// The key: a column of `events` or a payload field.
+    pub on: String,
+    /// Most events per key and interval.
+    pub limit: u64,
+    /// The interval, in microseconds of event time.
+    pub per_micros: i64,
+}
+
+impl Default for ThrottleOptions {
+    fn default() -> Self {
+        Self {
+            on: "entity_id".into(),
+            limit: 0,
+            per_micros: 0,
+        }
+    }
 }
 
 /// What becomes of late events.
@@ -77,6 +115,8 @@ impl Default for PipelineOptions {
             max_future_skew_micros: 60_000_000,
             late_data: LateData::Drop,
             checkpoint_interval_micros: 1_000_000,
+            dedupe: None,
+            throttle: None,
         }
     }
 }
@@ -93,6 +133,10 @@ pub struct PipelineStats {
     pub rows_out: u64,
     /// Groups (window and keys) open, waiting for the watermark.
     pub open_groups: u64,
+    /// Source events dropped as repeats.
+    pub deduplicated: u64,
+    /// Source events dropped by the throttle.
+    pub throttled: u64,
 }
 
 /// A compiled pipeline and its running state.
@@ -108,6 +152,8 @@ pub struct Pipeline {
     late: Vec<RecordBatch>,
     /// The column a running pipeline groups by, when it groups by one column.
     key_name: Option<String>,
+    dedupe: Option<Dedupe>,
+    throttle: Option<Throttle>,
 }
 
 /// The grouped part of a windowed pipeline.
@@ -137,6 +183,8 @@ pub struct Snapshot {
     /// The open windows' groups, a row each ([`crate::state`]); `None` for a
     /// pipeline without `GROUP BY`.
     pub groups: Option<RecordBatch>,
+    /// The source operators' state ([`crate::admission`]), when it has them.
+    pub admission: Option<RecordBatch>,
 }
 
 impl Grouping {
@@ -212,6 +260,7 @@ impl Pipeline {
             options.allowed_lateness_micros,
             options.max_future_skew_micros,
         );
+        let (dedupe, throttle) = source_operators(&options)?;
         let mut pipeline = Self {
             time_column: time_column.clone(),
             feed,
@@ -223,6 +272,8 @@ impl Pipeline {
             late_data: options.late_data,
             late: Vec::new(),
             key_name: None,
+            dedupe,
+            throttle,
         };
         let Some(top) = topmost_aggregate(&plan) else {
             if session.is_some() {
@@ -416,7 +467,8 @@ impl Pipeline {
         self.stats.events_in += events.num_rows() as u64;
         if self.is_running() {
             // Totals never close: every event counts, however late.
-            return self.process_running(events).await;
+            let events = self.admit(events.clone())?;
+            return self.process_running(&events).await;
         }
         self.stats.late_events += on_time.false_count() as u64;
         let events = if on_time.false_count() == 0 {
@@ -428,6 +480,7 @@ impl Pipeline {
             }
             filter_record_batch(events, &on_time)?
         };
+        let events = self.admit(events)?;
         if let Some(Windows {
             aggregate: Grouping::Session(sessions),
             ..
@@ -451,6 +504,34 @@ impl Pipeline {
             }
         };
         Ok(out)
+    }
+
+    /// The events of `events` the source operators (dedupe, then throttle) let
+    /// through.
+    fn admit(&mut self, mut events: RecordBatch) -> Result<RecordBatch> {
+        if events.num_rows() == 0 {
+            return Ok(events);
+        }
+        let watermark = self.watermark.current();
+        if let Some(dedupe) = &mut self.dedupe {
+            let times = admission::times(&events, &self.time_column)?;
+            let pass = dedupe.admit(&events, &times)?;
+            self.stats.deduplicated += pass.false_count() as u64;
+            events = filter_record_batch(&events, &pass)?;
+            if let Some(w) = watermark {
+                dedupe.forget(w);
+            }
+        }
+        if let Some(throttle) = &mut self.throttle {
+            let times = admission::times(&events, &self.time_column)?;
+            let pass = throttle.admit(&events, &times)?;
+            self.stats.throttled += pass.false_count() as u64;
+            events = filter_record_batch(&events, &pass)?;
+            if let Some(w) = watermark {
+                throttle.forget(w);
+            }
+        }
+        Ok(events)
     }
 
     /// Whether the pipeline keeps totals per key without windows: its results are then
@@ -541,10 +622,21 @@ impl Pipeline {
             Some(windows) => Some(windows.aggregate.snapshot()?),
             None => None,
         };
+        let mut states = Vec::new();
+        if let Some(dedupe) = &self.dedupe {
+            states.push(dedupe.snapshot()?);
+        }
+        if let Some(throttle) = &self.throttle {
+            states.push(throttle.snapshot()?);
+        }
+        let admission = (!states.is_empty())
+            .then(|| arrow::compute::concat_batches(&admission::state_schema(), &states))
+            .transpose()?;
         Ok(Snapshot {
             watermark: self.watermark,
             stats: self.stats,
             groups,
+            admission,
         })
     }
 
@@ -558,6 +650,14 @@ impl Pipeline {
                 return Err(Error::Invalid(
                     "a checkpoint's state does not match the pipeline's operators".into(),
                 ));
+            }
+        }
+        if let Some(state) = &snapshot.admission {
+            if let Some(dedupe) = &mut self.dedupe {
+                dedupe.restore(state)?;
+            }
+            if let Some(throttle) = &mut self.throttle {
+                throttle.restore(state)?;
             }
         }
         self.watermark = snapshot.watermark;
@@ -588,6 +688,35 @@ impl Pipeline {
         self.stats.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
+}
+
+/// The source operators `options` ask for, checked.
+fn source_operators(options: &PipelineOptions) -> Result<(Option<Dedupe>, Option<Throttle>)> {
+    let dedupe = match &options.dedupe {
+        None => None,
+        Some(d) if d.on.is_empty() || d.within_micros <= 0 => {
+            return Err(Error::Invalid(
+                "dedupe takes both dedupe_on (a key such as 'event_id' or 'order_id') and                  dedupe_within (a duration such as '10m')"
+                    .into(),
+            ));
+        }
+        Some(d) => Some(Dedupe::new(SourceKey::parse(&d.on)?, d.within_micros)),
+    };
+    let throttle = match &options.throttle {
+        None => None,
+        Some(t) if t.limit == 0 || t.per_micros <= 0 => {
+            return Err(Error::Invalid(
+                "throttle is a limit per interval such as '100/1s' (with throttle_on,                  entity_id by default)"
+                    .into(),
+            ));
+        }
+        Some(t) => Some(Throttle::new(
+            SourceKey::parse(&t.on)?,
+            t.limit,
+            t.per_micros,
+        )),
+    };
+    Ok((dedupe, throttle))
 }
 
 /// The event time column of the pipeline's windows (`timestamp` when it has none):

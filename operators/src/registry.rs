@@ -686,7 +686,8 @@ impl Pipelines {
     ) {
         let outcome: Result<ReplayStatus> = async {
             let pipeline =
-                Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
+                Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options.clone())
+                    .await?;
             let Some(replayed) =
                 replay::compute(&self.store, pipeline, &plan, &info, &mut cancelled).await?
             else {
@@ -848,7 +849,7 @@ impl Pipelines {
     /// Compile `spec`, bring it to its last checkpoint, and start its task.
     async fn start(&self, spec: PipelineSpec) -> Result<Entry> {
         let mut pipeline =
-            Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options).await?;
+            Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options.clone()).await?;
         if spec.kind == Kind::Projection {
             projection::check(&pipeline)?;
         }
@@ -890,9 +891,13 @@ impl Pipelines {
                 }
                 Err(e) => {
                     tracing::warn!(pipeline = spec.name, error = %e, "a checkpoint does not fit the pipeline; it starts from the beginning of the log");
-                    pipeline =
-                        Pipeline::compile(&self.eventql, &spec.tenant, &spec.sql, spec.options)
-                            .await?;
+                    pipeline = Pipeline::compile(
+                        &self.eventql,
+                        &spec.tenant,
+                        &spec.sql,
+                        spec.options.clone(),
+                    )
+                    .await?;
                 }
             }
         }

@@ -105,8 +105,8 @@ pub(crate) async fn create(
             serde_json::from_value(value).map_err(|e| ApiError::malformed_json(&e))?;
         PipelineIn {
             sql: listed.to_sql()?,
+            options: listed.pipeline_options()?,
             name: listed.name,
-            options: listed.options,
             enabled: listed.enabled,
         }
     };
