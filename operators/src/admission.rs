@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use allsource_engine::event_schema;
-use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
 
@@ -77,6 +79,33 @@ impl SourceKey {
             }
         }
     }
+}
+
+/// A source operator: decides per event whether it goes on, and forgets what the
+/// watermark has made useless.
+pub trait SourceOperator {
+    /// Which of `events` (times in `times`) go on.
+    fn admit(&mut self, events: &RecordBatch, times: &[i64]) -> Result<BooleanArray>;
+
+    /// Forget what no on-time event can need once the watermark is at `watermark`.
+    fn forget(&mut self, watermark: i64);
+}
+
+/// The events of `events` that `operator` lets through, by their times in
+/// `time_column`, and how many it dropped; then what `watermark` made useless is
+/// forgotten.
+pub fn pass(
+    operator: &mut dyn SourceOperator,
+    events: &RecordBatch,
+    time_column: &str,
+    watermark: Option<i64>,
+) -> Result<(RecordBatch, u64)> {
+    let pass = operator.admit(events, &times(events, time_column)?)?;
+    let passed = arrow::compute::filter_record_batch(events, &pass)?;
+    if let Some(w) = watermark {
+        operator.forget(w);
+    }
+    Ok((passed, pass.false_count() as u64))
 }
 
 /// Each event's time in `column` (microseconds).

@@ -13,7 +13,7 @@
 use arrow::array::{BooleanArray, RecordBatch};
 use hashbrown::HashMap;
 
-use crate::admission::{self, SourceKey};
+use crate::admission::{self, SourceKey, SourceOperator};
 use crate::error::Result;
 
 /// The operator's name in a checkpoint's state.
@@ -35,35 +35,6 @@ impl Dedupe {
             within_micros,
             admitted: HashMap::new(),
         }
-    }
-
-    /// Which of `events` (times in `times`) go on.
-    pub fn admit(&mut self, events: &RecordBatch, times: &[i64]) -> Result<BooleanArray> {
-        let keys = self.key.values(events)?;
-        let pass = keys
-            .into_iter()
-            .zip(times)
-            .map(|(key, &time)| {
-                let Some(key) = key else {
-                    return true;
-                };
-                match self.admitted.get(&key) {
-                    Some(&seen) if (time - seen).abs() < self.within_micros => false,
-                    _ => {
-                        self.admitted.insert(key, time);
-                        true
-                    }
-                }
-            })
-            .collect::<Vec<bool>>();
-        Ok(BooleanArray::from(pass))
-    }
-
-    /// Forget the keys whose bound the watermark has passed.
-    pub fn forget(&mut self, watermark: i64) {
-        let within = self.within_micros;
-        self.admitted
-            .retain(|_, seen| seen.saturating_add(within) > watermark);
     }
 
     /// How many keys it remembers.
@@ -94,6 +65,37 @@ impl Dedupe {
             .map(|(key, time, _)| (key, time))
             .collect();
         Ok(())
+    }
+}
+
+impl SourceOperator for Dedupe {
+    /// Which of `events` (times in `times`) go on.
+    fn admit(&mut self, events: &RecordBatch, times: &[i64]) -> Result<BooleanArray> {
+        let keys = self.key.values(events)?;
+        let pass = keys
+            .into_iter()
+            .zip(times)
+            .map(|(key, &time)| {
+                let Some(key) = key else {
+                    return true;
+                };
+                match self.admitted.get(&key) {
+                    Some(&seen) if (time - seen).abs() < self.within_micros => false,
+                    _ => {
+                        self.admitted.insert(key, time);
+                        true
+                    }
+                }
+            })
+            .collect::<Vec<bool>>();
+        Ok(BooleanArray::from(pass))
+    }
+
+    /// Forget the keys whose bound the watermark has passed.
+    fn forget(&mut self, watermark: i64) {
+        let within = self.within_micros;
+        self.admitted
+            .retain(|_, seen| seen.saturating_add(within) > watermark);
     }
 }
 

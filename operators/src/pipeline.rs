@@ -514,22 +514,15 @@ impl Pipeline {
         }
         let watermark = self.watermark.current();
         if let Some(dedupe) = &mut self.dedupe {
-            let times = admission::times(&events, &self.time_column)?;
-            let pass = dedupe.admit(&events, &times)?;
-            self.stats.deduplicated += pass.false_count() as u64;
-            events = filter_record_batch(&events, &pass)?;
-            if let Some(w) = watermark {
-                dedupe.forget(w);
-            }
+            let (passed, dropped) = admission::pass(dedupe, &events, &self.time_column, watermark)?;
+            self.stats.deduplicated += dropped;
+            events = passed;
         }
         if let Some(throttle) = &mut self.throttle {
-            let times = admission::times(&events, &self.time_column)?;
-            let pass = throttle.admit(&events, &times)?;
-            self.stats.throttled += pass.false_count() as u64;
-            events = filter_record_batch(&events, &pass)?;
-            if let Some(w) = watermark {
-                throttle.forget(w);
-            }
+            let (passed, dropped) =
+                admission::pass(throttle, &events, &self.time_column, watermark)?;
+            self.stats.throttled += dropped;
+            events = passed;
         }
         Ok(events)
     }

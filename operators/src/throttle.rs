@@ -11,7 +11,7 @@
 use arrow::array::{BooleanArray, RecordBatch};
 use hashbrown::HashMap;
 
-use crate::admission::{self, SourceKey};
+use crate::admission::{self, SourceKey, SourceOperator};
 use crate::error::Result;
 
 /// The operator's name in a checkpoint's state.
@@ -35,38 +35,6 @@ impl Throttle {
             per_micros: per_micros.max(1),
             counts: HashMap::new(),
         }
-    }
-
-    /// Which of `events` (times in `times`) go on.
-    pub fn admit(&mut self, events: &RecordBatch, times: &[i64]) -> Result<BooleanArray> {
-        let keys = self.key.values(events)?;
-        let pass = keys
-            .into_iter()
-            .zip(times)
-            .map(|(key, &time)| {
-                let Some(key) = key else {
-                    return true;
-                };
-                let count = self
-                    .counts
-                    .entry((key, time.div_euclid(self.per_micros)))
-                    .or_insert(0);
-                if *count < self.limit {
-                    *count += 1;
-                    true
-                } else {
-                    false
-                }
-            })
-            .collect::<Vec<bool>>();
-        Ok(BooleanArray::from(pass))
-    }
-
-    /// Forget the intervals the watermark has passed.
-    pub fn forget(&mut self, watermark: i64) {
-        let per = self.per_micros;
-        self.counts
-            .retain(|(_, interval), _| (interval + 1).saturating_mul(per) > watermark);
     }
 
     /// How many (key, interval) counts it keeps.
@@ -97,5 +65,38 @@ impl Throttle {
             .map(|(key, interval, n)| ((key, interval), n))
             .collect();
         Ok(())
+    }
+}
+impl SourceOperator for Throttle {
+    /// Which of `events` (times in `times`) go on.
+    fn admit(&mut self, events: &RecordBatch, times: &[i64]) -> Result<BooleanArray> {
+        let keys = self.key.values(events)?;
+        let pass = keys
+            .into_iter()
+            .zip(times)
+            .map(|(key, &time)| {
+                let Some(key) = key else {
+                    return true;
+                };
+                let count = self
+                    .counts
+                    .entry((key, time.div_euclid(self.per_micros)))
+                    .or_insert(0);
+                if *count < self.limit {
+                    *count += 1;
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect::<Vec<bool>>();
+        Ok(BooleanArray::from(pass))
+    }
+
+    /// Forget the intervals the watermark has passed.
+    fn forget(&mut self, watermark: i64) {
+        let per = self.per_micros;
+        self.counts
+            .retain(|(_, interval), _| (interval + 1).saturating_mul(per) > watermark);
     }
 }

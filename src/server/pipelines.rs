@@ -110,19 +110,40 @@ pub(crate) async fn create(
             enabled: listed.enabled,
         }
     };
-    let mut options = PipelineOptions::default();
-    for (key, value) in &request.options {
-        allsource_operators::ddl::set_option(&mut options, key, value)?;
+    created(
+        &app,
+        Kind::Pipeline,
+        request.name,
+        request.sql,
+        &request.options,
+        request.enabled,
+    )
+    .await
+}
+
+/// Check, store and start a pipeline or projection from a REST request (201).
+pub(crate) async fn created(
+    app: &AppState,
+    kind: Kind,
+    name: String,
+    sql: String,
+    options: &std::collections::BTreeMap<String, String>,
+    enabled: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut parsed = PipelineOptions::default();
+    for (key, value) in options {
+        allsource_operators::ddl::set_option(&mut parsed, key, value)?;
     }
     let spec = PipelineSpec {
         tenant: TENANT.to_string(),
-        name: request.name,
-        sql: request.sql,
-        options,
-        disabled: !request.enabled,
+        name,
+        sql,
+        options: parsed,
+        kind,
+        disabled: !enabled,
         ..PipelineSpec::default()
     };
-    let info = of(&app)?.create(spec).await?;
+    let info = of(app)?.create(spec).await?;
     Ok((StatusCode::CREATED, Json(info_json(&info))))
 }
 

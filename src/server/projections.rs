@@ -3,7 +3,7 @@
 //! `CREATE PROJECTION` / `DROP PROJECTION` / `SHOW PROJECTIONS` through `POST /query`.
 
 use allsource_operators::projection::rows_json;
-use allsource_operators::{Kind, PipelineOptions, PipelineSpec, projection};
+use allsource_operators::{Kind, projection};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::pipelines::{info_json, listed, of, one};
+use super::pipelines::{created, info_json, listed, of, one};
 use super::{AppState, TENANT, body_json};
 
 /// `POST /projections` body.
@@ -64,21 +64,15 @@ pub(crate) async fn create(
             })?
             .to_string(),
     };
-    let mut options = PipelineOptions::default();
-    for (key, value) in &request.options {
-        allsource_operators::ddl::set_option(&mut options, key, value)?;
-    }
-    let spec = PipelineSpec {
-        tenant: TENANT.to_string(),
-        name: request.name,
+    created(
+        &app,
+        Kind::Projection,
+        request.name,
         sql,
-        options,
-        kind: Kind::Projection,
-        disabled: !request.enabled,
-        ..PipelineSpec::default()
-    };
-    let info = of(&app)?.create(spec).await?;
-    Ok((StatusCode::CREATED, Json(info_json(&info))))
+        &request.options,
+        request.enabled,
+    )
+    .await
 }
 
 /// `GET /projections/{name}`.
