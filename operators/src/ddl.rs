@@ -4,7 +4,8 @@
 //! CREATE PIPELINE name [WITH (allowed_lateness = '5s', late_data = 'drop' | 'table',
 //!                             max_future_skew = '1m', checkpoint_interval = '1s',
 //!                             dedupe_on = 'order_id', dedupe_within = '10m',
-//!                             throttle_on = 'entity_id', throttle = '100/1s')] AS SELECT …
+//!                             throttle_on = 'entity_id', throttle = '100/1s',
+//!                             branch_<name> = '<condition>', …)] AS SELECT …
 //! DROP PIPELINE [IF EXISTS] name
 //! SHOW PIPELINES
 //!
@@ -15,6 +16,7 @@
 //! ALTER PIPELINE | PROJECTION name ENABLE | DISABLE
 //! ```
 
+use crate::branch::BranchSpec;
 use crate::error::{Error, Result};
 use crate::pipeline::{LateData, PipelineOptions};
 use crate::projection;
@@ -268,6 +270,34 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
             throttle.limit = limit;
             throttle.per_micros = duration_micros(key, per)?;
         }
+        branch if branch.starts_with("branch_") => {
+            let name = &branch["branch_".len()..];
+            let identifier = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !identifier {
+                return Err(invalid(format!(
+                    "a branch's name is a lowercase identifier, as in branch_us, not {key:?}"
+                )));
+            }
+            if options.branches.iter().any(|b| b.name == name) {
+                return Err(invalid(format!("the branch {name} is given twice")));
+            }
+            if value.trim().is_empty() {
+                return Err(invalid(format!(
+                    "{key} needs a condition over the results, such as 'country = ''US''' \
+                     or 'true'"
+                )));
+            }
+            options.branches.push(BranchSpec {
+                name: name.to_string(),
+                when: value.trim().to_string(),
+            });
+        }
         "late_data" => {
             options.late_data = match value {
                 "drop" => LateData::Drop,
@@ -282,7 +312,8 @@ pub fn set_option(options: &mut PipelineOptions, key: &str, value: &str) -> Resu
         other => {
             return Err(invalid(format!(
                 "unknown option {other:?} (allowed_lateness, max_future_skew, late_data, \
-                 checkpoint_interval, dedupe_on, dedupe_within, throttle_on, throttle)"
+                 checkpoint_interval, dedupe_on, dedupe_within, throttle_on, throttle, \
+                 branch_<name>)"
             )));
         }
     }

@@ -1,10 +1,14 @@
-//! `FeedExec`: the leaf a pipeline's plans read from, yielding whatever batches the
-//! pipeline placed in its [`Feed`] for this run of the plan.
+//! `FeedExec`: a leaf whose every run reads its rows anew from a [`RowSource`].
 //!
-//! A pipeline's physical plan is built once and run once per input batch: the
-//! pipeline puts the batch in the feed, runs the plan to its end, and reads every
-//! output of that batch before the watermark moves. So the rows of a batch and the
-//! watermark after it never cross, whatever operators the plan holds.
+//! A pipeline's plans read their input this way, from a [`Feed`]: the physical plan
+//! is built once and run once per input batch: the pipeline puts the batch in the
+//! feed, runs the plan to its end, and reads every output of that batch before the
+//! watermark moves. So the rows of a batch and the watermark after it never cross,
+//! whatever operators the plan holds.
+//!
+//! Pipeline results are read the same way ([`crate::registry`]): a query planned
+//! once, such as a pipeline joining another pipeline's table, sees that table as it
+//! is when each run starts, not as it was when the query was planned.
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,6 +31,20 @@ use datafusion::physical_plan::{
 };
 use parking_lot::Mutex;
 
+/// Where a [`FeedExec`] takes its rows from, each time it runs.
+pub trait RowSource: fmt::Debug + Send + Sync {
+    /// The rows now.
+    fn rows(&self) -> Result<Vec<RecordBatch>>;
+
+    /// The pipeline table it reads, if it reads one. Such rows change between two
+    /// runs of a plan by more than the plan's own pipeline's doing: a plan reading
+    /// them is reset before each run, so that operators that keep what they read (a
+    /// join's build side) read it again.
+    fn table(&self) -> Option<&str> {
+        None
+    }
+}
+
 /// The batches the next run of a plan reads.
 #[derive(Debug, Default)]
 pub struct Feed {
@@ -38,23 +56,26 @@ impl Feed {
     pub fn set(&self, batches: Vec<RecordBatch>) {
         *self.batches.lock() = batches;
     }
+}
 
-    fn current(&self) -> Vec<RecordBatch> {
-        self.batches.lock().clone()
+impl RowSource for Feed {
+    fn rows(&self) -> Result<Vec<RecordBatch>> {
+        Ok(self.batches.lock().clone())
     }
 }
 
-/// A table whose every scan reads the feed: how `events` looks to a pipeline's query.
+/// A table whose every scan reads a [`RowSource`]: how `events` looks to a
+/// pipeline's query (reading its [`Feed`]), and how pipeline results look to queries.
 #[derive(Debug)]
 pub struct FeedTable {
     schema: SchemaRef,
-    feed: Arc<Feed>,
+    source: Arc<dyn RowSource>,
 }
 
 impl FeedTable {
-    /// A table of `schema` reading `feed`.
-    pub fn new(schema: SchemaRef, feed: Arc<Feed>) -> Self {
-        Self { schema, feed }
+    /// A table of `schema` reading `source`.
+    pub fn new(schema: SchemaRef, source: Arc<dyn RowSource>) -> Self {
+        Self { schema, source }
     }
 }
 
@@ -79,24 +100,28 @@ impl TableProvider for FeedTable {
         Ok(Arc::new(FeedExec::new(
             schema,
             projection.cloned(),
-            Arc::clone(&self.feed),
+            Arc::clone(&self.source),
         )))
     }
 }
 
-/// Yields the feed's batches (their `projection` columns) in one partition.
+/// Yields its source's batches (their `projection` columns) in one partition.
 #[derive(Debug)]
 pub struct FeedExec {
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
-    feed: Arc<Feed>,
+    source: Arc<dyn RowSource>,
     properties: Arc<PlanProperties>,
 }
 
 impl FeedExec {
-    /// A leaf reading `feed`, with output `schema` (the feed's batches projected to
-    /// `projection`).
-    pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>, feed: Arc<Feed>) -> Self {
+    /// A leaf reading `source`, with output `schema` (the source's batches projected
+    /// to `projection`).
+    pub fn new(
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+        source: Arc<dyn RowSource>,
+    ) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(1),
@@ -106,9 +131,14 @@ impl FeedExec {
         Self {
             schema,
             projection,
-            feed,
+            source,
             properties: Arc::new(properties),
         }
+    }
+
+    /// The pipeline table it reads, if any ([`RowSource::table`]).
+    pub fn table(&self) -> Option<&str> {
+        self.source.table()
     }
 }
 
@@ -150,11 +180,10 @@ impl ExecutionPlan for FeedExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let rows = self.source.rows()?;
         let batches = match &self.projection {
-            None => self.feed.current(),
-            Some(columns) => self
-                .feed
-                .current()
+            None => rows,
+            Some(columns) => rows
                 .iter()
                 .map(|b| b.project(columns))
                 .collect::<Result<_, _>>()?,

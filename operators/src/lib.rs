@@ -10,6 +10,7 @@
 //! Dependencies point inward only (`operators` -> `sql` -> `engine`).
 
 pub mod admission;
+pub mod branch;
 pub mod checkpoint;
 pub mod ddl;
 pub mod dedupe;

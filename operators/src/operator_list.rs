@@ -35,13 +35,20 @@
 //!   of the field, per value of `group_by`; the last operator. Without a window its
 //!   results are running totals per group, kept up to date.
 //!
+//! - `enrich` `{table, on?, key?, fields}`: a lookup join. Each event gets the
+//!   `fields` (columns) of the row of `table` (a pipeline's or projection's results)
+//!   whose `key` column (default `entity_id`) equals the event's field `on` (default
+//!   `entity_id`), compared as text; null when there is none (a `LEFT JOIN`). Later
+//!   operators see the fields by their names, and without `reduce` they are columns
+//!   of the results. The table is read as it is when each input batch is processed.
 //! - `dedupe` `{field, within}` and `throttle` `{field?, limit, per}`: the source
 //!   operators ([`crate::dedupe`], [`crate::throttle`]), set as pipeline options
 //!   ([`OperatorPipeline::pipeline_options`]); they act on the source events, so they
 //!   come before the other operators.
-//!
-//! `enrich` and `branch` have no counterpart in this format yet: they are refused with
-//! an error naming the EventQL to write instead (a `JOIN`, one pipeline per branch).
+//! - `branch` `{branches: [{name, field?, op?, value?}, …]}`: routes the result rows
+//!   to a table per branch, `<pipeline>_<name>` ([`crate::branch`]): each row to the
+//!   first branch whose condition on a result column holds (a branch without `field`
+//!   takes every row left). It acts on the results, so it is the last operator.
 
 use std::collections::BTreeMap;
 
@@ -68,7 +75,64 @@ pub struct OperatorPipeline {
     pub enabled: bool,
     /// Pipeline options, as in `CREATE PIPELINE … WITH (…)`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: Options,
+}
+
+/// Pipeline options as a JSON object of strings, in the order written (branches are
+/// tried in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options(pub Vec<(String, String)>);
+
+impl Options {
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Set `key` to `value`; whether it was set before (then it keeps its place).
+    pub fn set(&mut self, key: String, value: String) -> bool {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => {
+                entry.1 = value;
+                true
+            }
+            None => {
+                self.0.push((key, value));
+                false
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Options {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Options;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of option names and their values as strings")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Options, A::Error> {
+                let mut options = Options::default();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    if options.set(key.clone(), value) {
+                        return Err(serde::de::Error::custom(format!(
+                            "the option {key} is given twice"
+                        )));
+                    }
+                }
+                Ok(options)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 fn enabled() -> bool {
@@ -97,9 +161,35 @@ impl OperatorPipeline {
         }
         let mut window: Option<Window> = None;
         let mut reduce: Option<(String, String, Option<String>)> = None;
+        let mut joins = String::new();
         let leading = self.operators.iter().take_while(|o| is_source(o)).count();
+        let routing = self.operators.len()
+            - self
+                .operators
+                .iter()
+                .rev()
+                .take_while(|o| is_branch(o))
+                .count();
+        // With a join, the events' columns are named through their table's alias.
+        let q = if self.operators.iter().any(|o| kind_of(o) == Some("enrich")) {
+            "e."
+        } else {
+            ""
+        };
+        if let (false, Some(types)) = (q.is_empty(), conditions.first_mut()) {
+            *types = format!("{q}{types}");
+        }
         for (index, operator) in self.operators.iter().enumerate() {
             let at = |message: String| Error::Invalid(format!("operators[{index}]: {message}"));
+            if is_branch(operator) {
+                // A pipeline option ([`OperatorPipeline::pipeline_options`]), not SQL.
+                if index < routing {
+                    return Err(at(
+                        "branch routes the results: make it the last operator".into()
+                    ));
+                }
+                continue;
+            }
             if is_source(operator) {
                 // Pipeline options ([`OperatorPipeline::options`]), not SQL.
                 if index >= leading {
@@ -142,7 +232,7 @@ impl OperatorPipeline {
                 "filter" => {
                     known(&["field", "op", "value"])?;
                     let field = text("field")?;
-                    let expr = field_expr(&fields, &field).map_err(at)?;
+                    let expr = field_expr(&fields, &field, q).map_err(at)?;
                     let op = operator.get("op").and_then(Value::as_str).unwrap_or("eq");
                     let value = operator
                         .get("value")
@@ -152,7 +242,7 @@ impl OperatorPipeline {
                 "map" => {
                     known(&["field", "transform", "value"])?;
                     let field = text("field")?;
-                    let expr = field_expr(&fields, &field).map_err(at)?;
+                    let expr = field_expr(&fields, &field, q).map_err(at)?;
                     let transform = text("transform")?;
                     let number = || -> Result<String> {
                         match operator.get("value") {
@@ -228,23 +318,45 @@ impl OperatorPipeline {
                     reduce = Some((field, function, group_by));
                 }
                 "enrich" => {
-                    return Err(at(
-                        "enrich is not available in the operator-list format; write the \
-                         pipeline in EventQL with a JOIN (\"sql\")"
-                            .into(),
+                    known(&["table", "on", "key", "fields"])?;
+                    let table = text("table")?;
+                    let optional = |key: &str| match operator.get(key) {
+                        None | Some(Value::Null) => Ok("entity_id".to_string()),
+                        Some(Value::String(s)) => Ok(s.clone()),
+                        Some(_) => Err(at(format!("enrich's \"{key}\" is a field name"))),
+                    };
+                    let on = field_expr(&fields, &optional("on")?, q).map_err(at)?;
+                    let key = optional("key")?;
+                    let added: Vec<String> = match operator.get("fields") {
+                        Some(Value::Array(list)) if !list.is_empty() => list
+                            .iter()
+                            .map(|f| f.as_str().map(str::to_string))
+                            .collect::<Option<_>>()
+                            .ok_or_else(|| at("enrich's fields are column names".into()))?,
+                        _ => {
+                            return Err(at(
+                                "enrich needs \"fields\": the table's columns to add".into()
+                            ));
+                        }
+                    };
+                    let alias = format!("enrich_{index}");
+                    joins.push_str(&format!(
+                        " LEFT JOIN {} AS {alias} ON CAST({on} AS VARCHAR) = \
+                         CAST({alias}.{} AS VARCHAR)",
+                        identifier(&table),
+                        identifier(&key)
                     ));
-                }
-                "branch" => {
-                    return Err(at(
-                        "branch is not available in the operator-list format; create one \
-                         pipeline per branch, each with its filter"
-                            .into(),
-                    ));
+                    for field in added {
+                        fields.insert(field.clone(), format!("{alias}.{}", identifier(&field)));
+                        if !mapped.contains(&field) {
+                            mapped.push(field);
+                        }
+                    }
                 }
                 other => {
                     return Err(at(format!(
-                        "unknown operator type {other:?} (filter, map, window, reduce, dedupe, \
-                         throttle)"
+                        "unknown operator type {other:?} (filter, map, enrich, window, reduce, \
+                         dedupe, throttle, branch)"
                     )));
                 }
             }
@@ -260,19 +372,26 @@ impl OperatorPipeline {
                     "a window must be followed by a reduce".into(),
                 ));
             }
-            let mut columns = vec![
-                "event_id".to_string(),
-                "entity_id".to_string(),
-                "event_type".to_string(),
-                "timestamp".to_string(),
-                "payload".to_string(),
-            ];
+            let mut columns: Vec<String> = [
+                "event_id",
+                "entity_id",
+                "event_type",
+                "timestamp",
+                "payload",
+            ]
+            .iter()
+            .map(|c| format!("{q}{c}"))
+            .collect();
             for field in &mapped {
                 columns.push(format!("{} AS {}", fields[field], identifier(field)));
             }
-            return Ok(format!("SELECT {} FROM events{filter}", columns.join(", ")));
+            let alias = if q.is_empty() { "" } else { " AS e" };
+            return Ok(format!(
+                "SELECT {} FROM events{alias}{joins}{filter}",
+                columns.join(", ")
+            ));
         };
-        let value = field_expr(&fields, &field).map_err(Error::Invalid)?;
+        let value = field_expr(&fields, &field, q).map_err(Error::Invalid)?;
         let aggregate = format!(
             "{}({value}) AS {}",
             function.to_uppercase(),
@@ -280,7 +399,7 @@ impl OperatorPipeline {
         );
         let group = match &group_by {
             Some(g) => Some((
-                field_expr(&fields, g).map_err(Error::Invalid)?,
+                field_expr(&fields, g, q).map_err(Error::Invalid)?,
                 identifier(g),
             )),
             None => None,
@@ -304,15 +423,22 @@ impl OperatorPipeline {
                 format!("SESSION(events, timestamp, {}, entity_id)", interval(*gap))
             }
         };
+        let source = if q.is_empty() {
+            source
+        } else {
+            format!("{source} AS e")
+        };
         let mut select: Vec<String> = Vec::new();
         let mut keys: Vec<String> = Vec::new();
         if window.is_some() {
-            select.extend(["window_start".to_string(), "window_end".to_string()]);
-            keys.extend(["window_start".to_string(), "window_end".to_string()]);
+            for bound in ["window_start", "window_end"] {
+                select.push(format!("{q}{bound}"));
+                keys.push(format!("{q}{bound}"));
+            }
         }
         if matches!(window, Some(Window::Session { .. })) {
-            select.push("entity_id".into());
-            keys.push("entity_id".into());
+            select.push(format!("{q}entity_id"));
+            keys.push(format!("{q}entity_id"));
         } else if let Some((expr, name)) = &group {
             select.push(format!("{expr} AS {name}"));
             keys.push(expr.clone());
@@ -329,24 +455,30 @@ impl OperatorPipeline {
             ));
         }
         Ok(format!(
-            "SELECT {} FROM {source}{filter}{grouping}",
+            "SELECT {} FROM {source}{joins}{filter}{grouping}",
             select.join(", ")
         ))
     }
 }
 
+fn kind_of(operator: &Value) -> Option<&str> {
+    operator.get("type").and_then(Value::as_str)
+}
+
 /// Whether `operator` is a source operator (`dedupe`, `throttle`).
 fn is_source(operator: &Value) -> bool {
-    matches!(
-        operator.get("type").and_then(Value::as_str),
-        Some("dedupe" | "throttle")
-    )
+    matches!(kind_of(operator), Some("dedupe" | "throttle"))
+}
+
+/// Whether `operator` routes the results (`branch`).
+fn is_branch(operator: &Value) -> bool {
+    kind_of(operator) == Some("branch")
 }
 
 impl OperatorPipeline {
     /// The pipeline's options: `options`, and those of its leading `dedupe`
     /// (`{field, within}`) and `throttle` (`{field?, limit, per}`) operators.
-    pub fn pipeline_options(&self) -> Result<BTreeMap<String, String>> {
+    pub fn pipeline_options(&self) -> Result<Options> {
         let mut options = self.options.clone();
         for (index, operator) in self.operators.iter().enumerate() {
             let at = |message: String| Error::Invalid(format!("operators[{index}]: {message}"));
@@ -362,8 +494,8 @@ impl OperatorPipeline {
                     let field = text("field").ok_or_else(|| needs("dedupe", "\"field\""))?;
                     let within =
                         text("within").ok_or_else(|| needs("dedupe", "\"within\" (\"10m\")"))?;
-                    options.insert("dedupe_on".into(), field);
-                    options.insert("dedupe_within".into(), within);
+                    options.set("dedupe_on".into(), field);
+                    options.set("dedupe_within".into(), within);
                 }
                 Some("throttle") => {
                     let limit = operator
@@ -372,9 +504,39 @@ impl OperatorPipeline {
                         .ok_or_else(|| needs("throttle", "a whole number \"limit\""))?;
                     let per = text("per").ok_or_else(|| needs("throttle", "\"per\" (\"1s\")"))?;
                     if let Some(field) = text("field") {
-                        options.insert("throttle_on".into(), field);
+                        options.set("throttle_on".into(), field);
                     }
-                    options.insert("throttle".into(), format!("{limit}/{per}"));
+                    options.set("throttle".into(), format!("{limit}/{per}"));
+                }
+                Some("branch") => {
+                    let Some(Value::Array(branches)) = operator.get("branches") else {
+                        return Err(needs(
+                            "branch",
+                            "\"branches\": [{name, field, op, value}, …]",
+                        ));
+                    };
+                    for (i, branch) in branches.iter().enumerate() {
+                        let at = |message: String| {
+                            Error::Invalid(format!("operators[{index}].branches[{i}]: {message}"))
+                        };
+                        let name = branch
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| at("a branch needs a \"name\"".into()))?;
+                        let when = match branch.get("field") {
+                            None => "true".to_string(),
+                            Some(Value::String(field)) => {
+                                let op = branch.get("op").and_then(Value::as_str).unwrap_or("eq");
+                                let value = branch.get("value").unwrap_or(&Value::Null);
+                                condition(&identifier(field), op, value).map_err(at)?
+                            }
+                            Some(_) => return Err(at("a branch's field is a column name".into())),
+                        };
+                        let key = format!("branch_{name}");
+                        if options.set(key, when) {
+                            return Err(at(format!("the branch {name} is given twice")));
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -383,22 +545,24 @@ impl OperatorPipeline {
     }
 }
 
-/// The SQL of `field`: its mapped expression, a column, or a payload path.
+/// The SQL of `field`: its mapped expression, a column, or a payload path; the
+/// events' columns named through `q` (their table's alias and a dot, or nothing).
 fn field_expr(
     mapped: &BTreeMap<String, String>,
     field: &str,
+    q: &str,
 ) -> std::result::Result<String, String> {
     if let Some(expr) = mapped.get(field) {
         return Ok(expr.clone());
     }
     if COLUMNS.contains(&field) {
-        return Ok(field.to_string());
+        return Ok(format!("{q}{field}"));
     }
     let parts: Vec<&str> = field.split('.').collect();
     if field.is_empty() || parts.iter().any(|p| p.is_empty()) {
         return Err(format!("{field:?} is not a field name"));
     }
-    let mut expr = "payload".to_string();
+    let mut expr = format!("{q}payload");
     for (i, part) in parts.iter().enumerate() {
         let arrow = if i + 1 == parts.len() { "->>" } else { "->" };
         expr.push_str(&format!("{arrow}{}", quote(part)));
@@ -533,6 +697,41 @@ mod tests {
     }
 
     #[test]
+    fn enrich_joins_a_table_and_branch_routes_the_results() {
+        let p = pipeline(
+            r#"{"name": "p", "operators": [
+                  {"type": "enrich", "table": "customers", "on": "customer_id", "fields": ["tier"]},
+                  {"type": "filter", "field": "tier", "value": "gold"},
+                  {"type": "window", "window_type": "tumbling", "size": "1m"},
+                  {"type": "reduce", "field": "amount", "function": "sum", "group_by": "tier"},
+                  {"type": "branch", "branches": [
+                     {"name": "big", "field": "sum", "op": "gt", "value": 100},
+                     {"name": "rest"}]}]}"#,
+        );
+        assert_eq!(
+            p.to_sql().ok().as_deref(),
+            Some(
+                "SELECT e.window_start, e.window_end, enrich_0.\"tier\" AS \"tier\", \
+                 SUM((e.payload->>'amount')) AS \"sum\" \
+                 FROM TUMBLE(events, timestamp, INTERVAL '60000 milliseconds') AS e \
+                 LEFT JOIN \"customers\" AS enrich_0 \
+                 ON CAST((e.payload->>'customer_id') AS VARCHAR) = CAST(enrich_0.\"entity_id\" AS VARCHAR) \
+                 WHERE enrich_0.\"tier\" = 'gold' \
+                 GROUP BY e.window_start, e.window_end, enrich_0.\"tier\""
+            )
+        );
+        let options = p.pipeline_options().unwrap_or_else(|e| panic!("{e}"));
+        // In the order written: the first branch that takes a row gets it.
+        assert_eq!(
+            options.0,
+            vec![
+                ("branch_big".to_string(), "\"sum\" > 100".to_string()),
+                ("branch_rest".to_string(), "true".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn maps_windows_and_errors() {
         let p = pipeline(
             r#"{"name": "p", "operators": [
@@ -547,8 +746,15 @@ mod tests {
             "{sql}"
         );
         for (json, says) in [
-            (r#"[{"type": "enrich", "field": "x"}]"#, "JOIN"),
-            (r#"[{"type": "branch"}]"#, "one pipeline per branch"),
+            (r#"[{"type": "enrich", "table": "t"}]"#, "needs \"fields\""),
+            (
+                r#"[{"type": "enrich", "table": "t", "fields": ["a"], "on": 3}]"#,
+                "is a field name",
+            ),
+            (
+                r#"[{"type": "branch", "branches": []}, {"type": "filter", "field": "x", "value": 1}]"#,
+                "make it the last operator",
+            ),
             (r#"[{"type": "nope"}]"#, "unknown operator"),
             (r#"[{"field": "x"}]"#, "needs a \"type\""),
             (

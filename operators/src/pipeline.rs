@@ -30,15 +30,16 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::execution_plan::{replace_children_if_necessary, reset_plan_states};
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use allsource_sql::windows::WindowCall;
 
 use crate::admission::{self, SourceKey};
+use crate::branch::BranchSpec;
 use crate::dedupe::Dedupe;
 use crate::error::{Error, Result};
-use crate::feed::{Feed, FeedExec, FeedTable};
+use crate::feed::{Feed, FeedExec, FeedTable, RowSource};
 use crate::running_aggregate::RunningAggregate;
 use crate::session_aggregate::SessionAggregate;
 use crate::throttle::Throttle;
@@ -65,6 +66,8 @@ pub struct PipelineOptions {
     /// Let at most so many source events per key through per interval
     /// ([`crate::throttle`]).
     pub throttle: Option<ThrottleOptions>,
+    /// Tables the result rows are routed to by condition ([`crate::branch`]).
+    pub branches: Vec<BranchSpec>,
 }
 
 /// `WITH (dedupe_on = 'order_id', dedupe_within = '10m')`.
@@ -117,6 +120,7 @@ impl Default for PipelineOptions {
             checkpoint_interval_micros: 1_000_000,
             dedupe: None,
             throttle: None,
+            branches: Vec::new(),
         }
     }
 }
@@ -143,7 +147,7 @@ pub struct PipelineStats {
 pub struct Pipeline {
     time_column: String,
     feed: Arc<Feed>,
-    pre: Arc<dyn ExecutionPlan>,
+    pre: Plan,
     windows: Option<Windows>,
     task: Arc<TaskContext>,
     watermark: Watermark,
@@ -160,7 +164,38 @@ pub struct Pipeline {
 struct Windows {
     aggregate: Grouping,
     feed: Arc<Feed>,
-    post: Arc<dyn ExecutionPlan>,
+    post: Plan,
+}
+
+/// A physical plan run once per input batch.
+struct Plan {
+    exec: Arc<dyn ExecutionPlan>,
+    /// The pipeline tables it reads. Their rows change on their own, so a plan
+    /// reading one is reset before each run: a join then reads that table as it is
+    /// now, not as it was at the first run.
+    tables: Vec<String>,
+}
+
+impl Plan {
+    fn new(exec: Arc<dyn ExecutionPlan>) -> Self {
+        let mut tables = Vec::new();
+        let mut pending = vec![Arc::clone(&exec)];
+        while let Some(node) = pending.pop() {
+            if let Some(table) = node.downcast_ref::<FeedExec>().and_then(FeedExec::table) {
+                tables.push(table.to_string());
+            }
+            pending.extend(node.children().into_iter().cloned());
+        }
+        Self { exec, tables }
+    }
+
+    /// Run it to its end.
+    async fn run(&mut self, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+        if !self.tables.is_empty() {
+            self.exec = reset_plan_states(Arc::clone(&self.exec))?;
+        }
+        Ok(collect(Arc::clone(&self.exec), Arc::clone(task)).await?)
+    }
 }
 
 /// The aggregate operator of a windowed pipeline.
@@ -249,7 +284,10 @@ impl Pipeline {
         options: PipelineOptions,
     ) -> Result<Self> {
         let feed = Arc::new(Feed::default());
-        let source = Arc::new(FeedTable::new(event_schema(), Arc::clone(&feed)));
+        let source = Arc::new(FeedTable::new(
+            event_schema(),
+            Arc::clone(&feed) as Arc<dyn RowSource>,
+        ));
         let (frame, calls) = eventql.plan_pipeline(tenant, sql, source).await?;
         let time_column = time_column(&calls)?;
         let session = session_partition(&calls)?;
@@ -264,7 +302,7 @@ impl Pipeline {
         let mut pipeline = Self {
             time_column: time_column.clone(),
             feed,
-            pre: Arc::clone(&plan),
+            pre: Plan::new(Arc::clone(&plan)),
             windows: None,
             task: Arc::new(task),
             watermark,
@@ -424,10 +462,13 @@ impl Pipeline {
         aggregate: Grouping,
     ) -> Result<Self> {
         let post_feed = Arc::new(Feed::default());
-        let replacement: Arc<dyn ExecutionPlan> =
-            Arc::new(FeedExec::new(top.schema(), None, Arc::clone(&post_feed)));
-        let post = replace(plan, std::ptr::from_ref(top).cast(), &replacement)?;
-        self.pre = Arc::clone(grouped.input());
+        let replacement: Arc<dyn ExecutionPlan> = Arc::new(FeedExec::new(
+            top.schema(),
+            None,
+            Arc::clone(&post_feed) as _,
+        ));
+        let post = Plan::new(replace(plan, std::ptr::from_ref(top).cast(), &replacement)?);
+        self.pre = Plan::new(Arc::clone(grouped.input()));
         self.windows = Some(Windows {
             aggregate,
             feed: post_feed,
@@ -439,9 +480,20 @@ impl Pipeline {
     /// The schema of the pipeline's results.
     pub fn schema(&self) -> arrow::datatypes::SchemaRef {
         match &self.windows {
-            Some(windows) => windows.post.schema(),
-            None => self.pre.schema(),
+            Some(windows) => windows.post.exec.schema(),
+            None => self.pre.exec.schema(),
         }
+    }
+
+    /// The pipeline tables its query reads (joins with other pipelines' results).
+    pub fn reads(&self) -> Vec<String> {
+        let mut tables = self.pre.tables.clone();
+        if let Some(windows) = &self.windows {
+            tables.extend(windows.post.tables.iter().cloned());
+        }
+        tables.sort_unstable();
+        tables.dedup();
+        tables
     }
 
     /// The watermark: every window ending at or before it has been emitted.
@@ -489,7 +541,7 @@ impl Pipeline {
             sessions.observe(&events)?;
         }
         self.feed.set(vec![events]);
-        let rows = collect(Arc::clone(&self.pre), Arc::clone(&self.task)).await?;
+        let rows = self.pre.run(&self.task).await?;
         let out = match &mut self.windows {
             None => rows,
             Some(windows) => {
@@ -542,7 +594,7 @@ impl Pipeline {
 
     async fn process_running(&mut self, events: &RecordBatch) -> Result<Vec<RecordBatch>> {
         self.feed.set(vec![events.clone()]);
-        let rows = collect(Arc::clone(&self.pre), Arc::clone(&self.task)).await?;
+        let rows = self.pre.run(&self.task).await?;
         let Some(windows) = &mut self.windows else {
             return Ok(Vec::new());
         };
@@ -554,7 +606,7 @@ impl Pipeline {
             return Ok(Vec::new());
         }
         windows.feed.set(changed);
-        let out = collect(Arc::clone(&windows.post), Arc::clone(&self.task)).await?;
+        let out = windows.post.run(&self.task).await?;
         self.stats.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
@@ -571,7 +623,7 @@ impl Pipeline {
             return Ok(Vec::new());
         };
         feed.set(vec![totals.current()?]);
-        Ok(collect(Arc::clone(post), Arc::clone(&self.task)).await?)
+        post.run(&self.task).await
     }
 
     /// The result column that keys a running pipeline's rows: the one column it
@@ -602,7 +654,7 @@ impl Pipeline {
             return Ok(None);
         };
         feed.set(vec![row]);
-        let out = collect(Arc::clone(post), Arc::clone(&self.task)).await?;
+        let out = post.run(&self.task).await?;
         // HAVING may leave the key out; anything else returns its one row.
         let rows = arrow::compute::concat_batches(&self.schema(), &out)?;
         let found = rows.num_rows() > 0 && rows.column(column).is_valid(0);
@@ -677,7 +729,7 @@ impl Pipeline {
             return Ok(Vec::new());
         };
         windows.feed.set(vec![closed]);
-        let out = collect(Arc::clone(&windows.post), Arc::clone(&self.task)).await?;
+        let out = windows.post.run(&self.task).await?;
         self.stats.rows_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         Ok(out)
     }
@@ -689,7 +741,8 @@ fn source_operators(options: &PipelineOptions) -> Result<(Option<Dedupe>, Option
         None => None,
         Some(d) if d.on.is_empty() || d.within_micros <= 0 => {
             return Err(Error::Invalid(
-                "dedupe takes both dedupe_on (a key such as 'event_id' or 'order_id') and                  dedupe_within (a duration such as '10m')"
+                "dedupe takes both dedupe_on (a key such as 'event_id' or 'order_id') and \
+                 dedupe_within (a duration such as '10m')"
                     .into(),
             ));
         }

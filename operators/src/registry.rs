@@ -12,7 +12,7 @@
 //! so computing it again gives the same results).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use allsource_engine::{
     Error as StoreError, EventStore, SubscriptionFilter, event_schema, events_to_batch,
@@ -27,9 +27,11 @@ use object_store::{ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::branch::Branches;
 use crate::checkpoint::{Checkpoints, Manifest, Rows, Update};
 use crate::ddl::Statement;
 use crate::error::{Error, Result};
+use crate::feed::{FeedTable, RowSource};
 use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
 use crate::projection;
 use crate::replay::{self, Replay, Replayed};
@@ -173,6 +175,10 @@ struct Progress {
 struct Entry {
     spec: PipelineSpec,
     running: Arc<Running>,
+    /// Its branches, compiled ([`crate::branch`]).
+    branches: Arc<Branches>,
+    /// The pipeline tables its query reads: they cannot be dropped before it.
+    reads: Vec<String>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// Requests to the task.
     requests: Option<tokio::sync::mpsc::Sender<Request>>,
@@ -188,10 +194,29 @@ impl Entry {
         Self {
             spec,
             running: Arc::new(running),
+            branches: Arc::new(Branches::default()),
+            reads: Vec::new(),
             task: None,
             requests: None,
         }
     }
+}
+
+impl Entry {
+    /// The names of the tables it fills: its own and its branches'.
+    fn tables(&self) -> impl Iterator<Item = String> + '_ {
+        std::iter::once(self.spec.name.clone()).chain(
+            self.branches
+                .names()
+                .iter()
+                .map(|b| branch_table(&self.spec.name, b)),
+        )
+    }
+}
+
+/// The table of the branch `branch` of the pipeline `pipeline`.
+fn branch_table(pipeline: &str, branch: &str) -> String {
+    format!("{pipeline}_{branch}")
 }
 
 impl Drop for Entry {
@@ -222,6 +247,8 @@ impl Running {
 
 /// The store's pipelines.
 pub struct Pipelines {
+    /// Itself, for the tables it hands out, which read its entries when scanned.
+    me: Weak<Pipelines>,
     store: EventStore,
     eventql: EventQl,
     entries: Mutex<BTreeMap<(String, String), Entry>>,
@@ -244,26 +271,48 @@ impl std::fmt::Debug for Pipelines {
 impl Pipelines {
     /// The pipelines stored with `store`, each started again. `eventql` plans them.
     pub async fn open(store: EventStore, eventql: EventQl) -> Result<Arc<Self>> {
-        let pipelines = Arc::new(Self {
+        let pipelines = Arc::new_cyclic(|me: &Weak<Self>| Self {
+            me: Weak::clone(me),
             store,
-            eventql,
+            // Pipelines read each other's tables.
+            eventql: eventql.with_extra_tables(Arc::new(Tables(Weak::clone(me)))),
             entries: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             replays: Mutex::new(BTreeMap::new()),
         });
-        for spec in pipelines.load().await? {
-            let key = (spec.tenant.clone(), spec.name.clone());
-            // A stored pipeline that no longer compiles is listed as failed; the
-            // others start and the store keeps serving.
-            let entry = match pipelines.start(spec.clone()).await {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::error!(pipeline = spec.name, error = %e, "a stored pipeline failed to start");
-                    Entry::failed(spec, &e)
+        // A pipeline reading another's table starts after it: those that fail are
+        // tried again while any other starts.
+        let mut pending = pipelines.load().await?;
+        loop {
+            let mut failed = Vec::new();
+            let before = pending.len();
+            for spec in pending {
+                match pipelines.start(spec.clone()).await {
+                    Ok(entry) => {
+                        let key = (spec.tenant.clone(), spec.name.clone());
+                        pipelines.entries.lock().insert(key, entry);
+                    }
+                    Err(e) => failed.push((spec, e)),
                 }
-            };
-            pipelines.entries.lock().insert(key, entry);
+            }
+            if failed.is_empty() {
+                break;
+            }
+            if failed.len() == before {
+                // A stored pipeline that no longer compiles is listed as failed; the
+                // others run and the store keeps serving.
+                for (spec, e) in failed {
+                    tracing::error!(pipeline = spec.name, error = %e, "a stored pipeline failed to start");
+                    let key = (spec.tenant.clone(), spec.name.clone());
+                    pipelines
+                        .entries
+                        .lock()
+                        .insert(key, Entry::failed(spec, &e));
+                }
+                break;
+            }
+            pending = failed.into_iter().map(|(spec, _)| spec).collect();
         }
         Ok(pipelines)
     }
@@ -277,6 +326,9 @@ impl Pipelines {
             ));
         }
         spec.id = uuid::Uuid::now_v7().to_string();
+        for branch in &spec.options.branches {
+            check_name(&branch_table(&spec.name, &branch.name))?;
+        }
         let _change = self.changes.lock().await;
         let key = (spec.tenant.clone(), spec.name.clone());
         if let Some(existing) = self.entries.lock().get(&key) {
@@ -284,6 +336,26 @@ impl Pipelines {
                 kind: existing.spec.kind,
                 name: spec.name,
             });
+        }
+        // Its tables and the existing ones are all different.
+        let wanted: Vec<String> = std::iter::once(spec.name.clone())
+            .chain(
+                spec.options
+                    .branches
+                    .iter()
+                    .map(|b| branch_table(&spec.name, &b.name)),
+            )
+            .collect();
+        for existing in self.entries.lock().values() {
+            if existing.spec.tenant != spec.tenant {
+                continue;
+            }
+            if let Some(clash) = existing.tables().find(|t| wanted.contains(t)) {
+                return Err(Error::Conflict(format!(
+                    "a table named {clash} exists already: the {} {} fills it",
+                    existing.spec.kind, existing.spec.name
+                )));
+            }
         }
         let entry = self.start(spec).await?;
         let mut specs = self.specs();
@@ -312,6 +384,23 @@ impl Pipelines {
                 )));
             }
             Some(_) => {}
+        }
+        {
+            let entries = self.entries.lock();
+            let dropped: Vec<String> = entries
+                .get(&key)
+                .map(|e| e.tables().collect())
+                .unwrap_or_default();
+            if let Some(reader) = entries.values().find(|e| {
+                e.spec.tenant == tenant
+                    && e.spec.name != name
+                    && e.reads.iter().any(|t| dropped.contains(t))
+            }) {
+                return Err(Error::Conflict(format!(
+                    "the {} {} reads the results of {name}: drop it first",
+                    reader.spec.kind, reader.spec.name
+                )));
+            }
         }
         let specs: Vec<PipelineSpec> = self
             .specs()
@@ -530,16 +619,15 @@ impl Pipelines {
     /// The result rows of the pipeline (or projection) `name` of `tenant` from now on,
     /// as they are emitted (for totals: the rows that changed), and their schema. A
     /// receiver that falls more than 1024 batches behind is told it lagged.
-    pub fn updates(
-        &self,
-        tenant: &str,
-        name: &str,
-    ) -> Option<(SchemaRef, tokio::sync::broadcast::Receiver<RecordBatch>)> {
+    pub fn updates(&self, tenant: &str, name: &str) -> Option<(SchemaRef, Updates)> {
         let entries = self.entries.lock();
-        let running = &entries
-            .get(&(tenant.to_string(), name.to_string()))?
-            .running;
-        Some((Arc::clone(&running.schema), running.updates.subscribe()))
+        let (entry, branch) = find_table(&entries, tenant, name)?;
+        let running = &entry.running;
+        let updates = Updates {
+            receiver: running.updates.subscribe(),
+            branch: branch.map(|b| (Arc::clone(&entry.branches), b)),
+        };
+        Some((Arc::clone(&running.schema), updates))
     }
 
     /// Run a pipeline statement for `tenant`; its outcome as a small table.
@@ -853,6 +941,19 @@ impl Pipelines {
         if spec.kind == Kind::Projection {
             projection::check(&pipeline)?;
         }
+        let mut branches = Vec::new();
+        for branch in &spec.options.branches {
+            let condition = self
+                .eventql
+                .predicate(&spec.tenant, &branch.when, &pipeline.schema())
+                .await
+                .map_err(|e| {
+                    Error::Invalid(format!("the condition of branch {}: {e}", branch.name))
+                })?;
+            branches.push((branch.name.clone(), condition));
+        }
+        let branches = Arc::new(Branches::new(branches));
+        let reads = pipeline.reads();
         let running = Arc::new(Running::new(pipeline.schema()));
         running.progress.lock().position = spec.from_position;
         let checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
@@ -906,6 +1007,8 @@ impl Pipelines {
             return Ok(Entry {
                 spec,
                 running,
+                branches,
+                reads,
                 task: None,
                 requests: None,
             });
@@ -924,6 +1027,8 @@ impl Pipelines {
         Ok(Entry {
             spec,
             running,
+            branches,
+            reads,
             task: Some(task),
             requests: Some(requests),
         })
@@ -943,22 +1048,24 @@ impl PipelineSpec {
 }
 
 impl ExtraTables for Pipelines {
-    /// Each pipeline's results, by its name, and `late_events`: the late events of
-    /// the pipelines that keep them, with the pipeline's name first.
+    /// Each pipeline's results, by its name, each of its branches' (`<pipeline>_
+    /// <branch>`), and `late_events`: the late events of the pipelines that keep
+    /// them, with the pipeline's name first. A pipeline's table is read when a scan
+    /// of it runs, not when the query is planned.
     fn tables(&self, tenant: &str) -> Vec<(String, Arc<dyn TableProvider>)> {
         let entries = self.entries.lock();
-        let mut tables: Vec<(String, Arc<dyn TableProvider>)> = entries
-            .values()
-            .filter(|e| e.spec.tenant == tenant)
-            .filter_map(|e| {
-                let batches = e.running.results.lock().clone();
-                let table = MemTable::try_new(Arc::clone(&e.running.schema), vec![batches]).ok()?;
-                Some((
-                    e.spec.name.clone(),
-                    Arc::new(table) as Arc<dyn TableProvider>,
-                ))
-            })
-            .collect();
+        let mut tables: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
+        for entry in entries.values().filter(|e| e.spec.tenant == tenant) {
+            for name in entry.tables() {
+                let source = ResultRows {
+                    pipelines: Weak::clone(&self.me),
+                    tenant: tenant.to_string(),
+                    table: name.clone(),
+                };
+                let table = FeedTable::new(Arc::clone(&entry.running.schema), Arc::new(source));
+                tables.push((name, Arc::new(table)));
+            }
+        }
         let schema = late_events_schema();
         let late: Vec<RecordBatch> = entries
             .values()
@@ -976,6 +1083,106 @@ impl ExtraTables for Pipelines {
             tables.push((LATE_EVENTS.to_string(), Arc::new(table)));
         }
         tables
+    }
+}
+
+/// The pipelines' tables, for the pipelines' own queries (which must not keep the
+/// pipelines alive).
+#[derive(Debug)]
+struct Tables(Weak<Pipelines>);
+
+impl ExtraTables for Tables {
+    fn tables(&self, tenant: &str) -> Vec<(String, Arc<dyn TableProvider>)> {
+        self.0
+            .upgrade()
+            .map(|pipelines| pipelines.tables(tenant))
+            .unwrap_or_default()
+    }
+}
+
+/// The entry filling the table `name` of `tenant`, and the branch whose table it
+/// is, if it is a branch's.
+fn find_table<'a>(
+    entries: &'a BTreeMap<(String, String), Entry>,
+    tenant: &str,
+    name: &str,
+) -> Option<(&'a Entry, Option<usize>)> {
+    if let Some(entry) = entries.get(&(tenant.to_string(), name.to_string())) {
+        return Some((entry, None));
+    }
+    entries
+        .values()
+        .filter(|e| e.spec.tenant == tenant)
+        .find_map(|e| {
+            let branch = name.strip_prefix(e.spec.name.as_str())?.strip_prefix('_')?;
+            Some((e, Some(e.branches.index_of(branch)?)))
+        })
+}
+
+/// The rows of a pipeline's table (or of one of its branches'), read when a scan
+/// runs.
+#[derive(Debug)]
+struct ResultRows {
+    pipelines: Weak<Pipelines>,
+    tenant: String,
+    table: String,
+}
+
+impl RowSource for ResultRows {
+    fn rows(&self) -> datafusion::common::Result<Vec<RecordBatch>> {
+        let gone = || {
+            datafusion::common::DataFusionError::Execution(format!(
+                "the table {} was dropped",
+                self.table
+            ))
+        };
+        let pipelines = self.pipelines.upgrade().ok_or_else(gone)?;
+        let entries = pipelines.entries.lock();
+        let (entry, branch) = find_table(&entries, &self.tenant, &self.table).ok_or_else(gone)?;
+        let batches = entry.running.results.lock().clone();
+        match branch {
+            None => Ok(batches),
+            Some(b) => batches
+                .iter()
+                .map(|batch| entry.branches.route(batch, b))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| datafusion::common::DataFusionError::Execution(e.to_string())),
+        }
+    }
+
+    fn table(&self) -> Option<&str> {
+        Some(&self.table)
+    }
+}
+
+/// The result rows of a pipeline (or of one of its branches) as they are emitted.
+#[derive(Debug)]
+pub struct Updates {
+    receiver: tokio::sync::broadcast::Receiver<RecordBatch>,
+    branch: Option<(Arc<Branches>, usize)>,
+}
+
+impl Updates {
+    /// The next rows, waiting for them. Fails when the pipeline is dropped, reset or
+    /// replaced ([`RecvError::Closed`](tokio::sync::broadcast::error::RecvError)), or
+    /// when this reader fell more than 1024 result batches behind (`Lagged`).
+    pub async fn recv(
+        &mut self,
+    ) -> std::result::Result<RecordBatch, tokio::sync::broadcast::error::RecvError> {
+        loop {
+            let batch = self.receiver.recv().await?;
+            let Some((branches, index)) = &self.branch else {
+                return Ok(batch);
+            };
+            match branches.route(&batch, *index) {
+                Ok(rows) if rows.num_rows() == 0 => continue,
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    tracing::error!(error = %e, "routing a pipeline update to its branch");
+                    continue;
+                }
+            }
+        }
     }
 }
 

@@ -393,6 +393,30 @@ impl EventQl {
         text_for_json(frame).map_err(df_err)
     }
 
+    /// Compile `predicate`, an EventQL condition over rows of `schema` (a pipeline's
+    /// results, say), into an expression to evaluate batch by batch.
+    pub async fn predicate(
+        &self,
+        tenant: &str,
+        predicate: &str,
+        schema: &SchemaRef,
+    ) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>, QueryError> {
+        let limit = self.limits.memory_bytes;
+        let df_err = |e| QueryError::from_datafusion(e, limit);
+        let ctx = self.context(tenant, &[]).await.map_err(df_err)?;
+        let columns =
+            datafusion::common::DFSchema::try_from(schema.as_ref().clone()).map_err(df_err)?;
+        let expr = ctx.parse_sql_expr(predicate, &columns).map_err(df_err)?;
+        let compiled = ctx.create_physical_expr(expr, &columns).map_err(df_err)?;
+        let kind = compiled.data_type(schema).map_err(df_err)?;
+        if kind != DataType::Boolean && kind != DataType::Null {
+            return Err(QueryError::Plan(format!(
+                "{predicate:?} is not a condition: it is of type {kind}"
+            )));
+        }
+        Ok(compiled)
+    }
+
     /// Check and plan the query `sql` of a pipeline for `tenant`: the same language,
     /// but `events` (and the window functions over it) is `events`, a table that
     /// yields the pipeline's current input, and the plan runs on one partition.

@@ -34,7 +34,7 @@ pub(crate) struct PipelineIn {
     /// `allowed_lateness`, `max_future_skew` (durations such as `"5s"`) and
     /// `late_data` (`"drop"` or `"table"`).
     #[serde(default)]
-    options: std::collections::BTreeMap<String, String>,
+    options: allsource_operators::operator_list::Options,
     /// `false`: stored, not running, until enabled.
     #[serde(default = "yes")]
     enabled: bool,
@@ -127,11 +127,11 @@ pub(crate) async fn created(
     kind: Kind,
     name: String,
     sql: String,
-    options: &std::collections::BTreeMap<String, String>,
+    options: &allsource_operators::operator_list::Options,
     enabled: bool,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut parsed = PipelineOptions::default();
-    for (key, value) in options {
+    for (key, value) in &options.0 {
         allsource_operators::ddl::set_option(&mut parsed, key, value)?;
     }
     let spec = PipelineSpec {

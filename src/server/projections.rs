@@ -24,7 +24,7 @@ pub(crate) struct ProjectionIn {
     sql: Option<String>,
     /// As for pipelines (`checkpoint_interval`, …).
     #[serde(default)]
-    options: std::collections::BTreeMap<String, String>,
+    options: allsource_operators::operator_list::Options,
     /// `false`: stored, not running, until enabled.
     #[serde(default = "yes")]
     enabled: bool,

@@ -126,9 +126,9 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
     }
     for (body, code, says) in [
         (
-            json!({"name": "x", "operators": [{"type": "enrich", "field": "y"}]}),
+            json!({"name": "x", "operators": [{"type": "enrich", "table": "y"}]}),
             "invalid_pipeline",
-            "JOIN",
+            "fields",
         ),
         (
             json!({"name": "x", "operators": [], "nope": 1}),
@@ -183,6 +183,35 @@ async fn pipelines_are_created_queried_shown_dropped_and_restarted() {
         &json!([{"n": 25}]),
     )
     .await;
+
+    // Branches: each key's row in the table of the first branch that takes it.
+    let (status, created) = post(
+        &server,
+        "/api/v1/pipelines",
+        json!({"name": "page_totals", "source_event_types": ["page.clicked"],
+               "operators": [
+                 {"type": "reduce", "field": "n", "function": "count", "group_by": "entity_id"},
+                 {"type": "branch", "branches": [
+                   {"name": "busy", "field": "count", "op": "gte", "value": 9},
+                   {"name": "quiet"}]}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    rows_become(
+        &server,
+        "SELECT * FROM page_totals_busy",
+        &json!([{"entity_id": "page-0", "count": 9}]),
+    )
+    .await;
+    rows_become(
+        &server,
+        "SELECT * FROM page_totals_quiet ORDER BY entity_id",
+        &json!([{"entity_id": "page-1", "count": 8}, {"entity_id": "page-2", "count": 8}]),
+    )
+    .await;
+    let (status, body) = query(&server, "DROP PIPELINE page_totals").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
     let (_, disabled) = post(&server, "/api/v1/pipelines/paused/disable", json!({})).await;
     assert_eq!(disabled["state"], "disabled", "{disabled}");
     let (status, _) = post(&server, "/api/v1/pipelines/nothing/enable", json!({})).await;

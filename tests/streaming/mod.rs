@@ -1,5 +1,6 @@
 //! Streaming pipelines: windowed results against the same query run in batch.
 
+mod enrich_branch;
 mod golden;
 mod oracle;
 mod projections;

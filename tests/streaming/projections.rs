@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::lines;
 use crate::util;
 
-const TENANT: &str = "acme";
+pub(super) const TENANT: &str = "acme";
 
 /// The seed's `user-statistics` projection: `created_at` from `user.created`;
 /// `order.placed` counts one order and adds its amount, `order.refunded` takes them
@@ -29,7 +29,7 @@ const USER_STATISTICS: &str = "CREATE PROJECTION user_statistics AS \
         WHEN 'order.refunded' THEN -CAST(payload->>'amount' AS DOUBLE) ELSE 0 END) AS total_spent \
     FROM events GROUP BY entity_id";
 
-async fn append_one(store: &EventStore, entity: &str, kind: &str, payload: Value) {
+pub(super) async fn append_one(store: &EventStore, entity: &str, kind: &str, payload: Value) {
     store
         .append(AppendRequest::new(TENANT).stream(
             entity,
@@ -40,14 +40,14 @@ async fn append_one(store: &EventStore, entity: &str, kind: &str, payload: Value
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    store: EventStore,
-    pipelines: Arc<Pipelines>,
-    eventql: EventQl,
+    pub(super) store: EventStore,
+    pub(super) pipelines: Arc<Pipelines>,
+    pub(super) eventql: EventQl,
 }
 
-async fn fixture() -> Fixture {
+pub(super) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = util::open(dir.path(), Durability::Never);
     let (pipelines, eventql) = open(&store).await;
@@ -59,7 +59,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-async fn open(store: &EventStore) -> (Arc<Pipelines>, EventQl) {
+pub(super) async fn open(store: &EventStore) -> (Arc<Pipelines>, EventQl) {
     let planner = EventQl::new(store.clone());
     let pipelines = Pipelines::open(store.clone(), planner.clone())
         .await
@@ -68,12 +68,12 @@ async fn open(store: &EventStore) -> (Arc<Pipelines>, EventQl) {
     (pipelines, eventql)
 }
 
-async fn execute(pipelines: &Pipelines, sql: &str) -> Result<(), Error> {
+pub(super) async fn execute(pipelines: &Pipelines, sql: &str) -> Result<(), Error> {
     let statement = parse(sql)?.unwrap_or_else(|| panic!("{sql}: not a pipeline statement"));
     pipelines.execute(TENANT, statement).await.map(|_| ())
 }
 
-async fn rows(eventql: &EventQl, sql: &str) -> Vec<String> {
+pub(super) async fn rows(eventql: &EventQl, sql: &str) -> Vec<String> {
     lines(
         &eventql
             .query(TENANT, sql)
@@ -112,7 +112,7 @@ async fn lookup(pipelines: &Pipelines, name: &str, key: &str) -> Option<Map<Stri
 }
 
 /// Poll until the projection has read the whole log.
-async fn caught_up(f: &Fixture, name: &str) {
+pub(super) async fn caught_up(f: &Fixture, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let head = f.store.head_position();
     while f
