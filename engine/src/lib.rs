@@ -63,5 +63,5 @@ pub use store::{
     Environment, EventStore, PartitionStats, PendingAppend, StoreStats, TableSnapshot, TierStats,
     WalStats,
 };
-pub use subscription::{Subscription, SubscriptionFilter};
+pub use subscription::{Subscription, SubscriptionFilter, SubscriptionProgress};
 pub use table::EventsTable;

@@ -9,6 +9,7 @@
 //! where an event could be missed or delivered twice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
 use tokio::sync::watch;
@@ -52,6 +53,25 @@ impl SubscriptionFilter {
     }
 }
 
+/// Where a [`Subscription`] is, read from outside it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionProgress {
+    position: Arc<AtomicU64>,
+    head: watch::Receiver<u64>,
+}
+
+impl SubscriptionProgress {
+    /// [`Subscription::position`].
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// [`Subscription::lag`].
+    pub fn lag(&self) -> u64 {
+        self.head.borrow().saturating_sub(self.position())
+    }
+}
+
 /// A cursor over the log, from a position onwards. Created by
 /// [`EventStore::subscribe`](crate::EventStore::subscribe).
 #[derive(Debug)]
@@ -60,6 +80,8 @@ pub struct Subscription {
     tenant: String,
     filter: SubscriptionFilter,
     next_position: u64,
+    /// `next_position`, for [`SubscriptionProgress`] readers elsewhere.
+    shared_position: Arc<AtomicU64>,
     head: watch::Receiver<u64>,
     /// Woken by the commits that have events this subscription may deliver.
     registration: Registration,
@@ -85,6 +107,7 @@ impl Subscription {
             tenant,
             filter,
             next_position: from_position,
+            shared_position: Arc::new(AtomicU64::new(from_position)),
             head,
             registration,
         }
@@ -101,6 +124,7 @@ impl Subscription {
                 let to = head.min(self.next_position.saturating_add(chunk));
                 let events = self.read(self.next_position, to).await?;
                 self.next_position = to;
+                self.shared_position.store(to, Ordering::Release);
                 if !events.is_empty() {
                     return Ok(events);
                 }
@@ -123,6 +147,15 @@ impl Subscription {
     /// How many positions the subscription is behind the newest visible event.
     pub fn lag(&self) -> u64 {
         self.head.borrow().saturating_sub(self.next_position)
+    }
+
+    /// Its position and lag, readable by whoever holds the handle while the
+    /// subscription itself is owned by a stream.
+    pub fn progress(&self) -> SubscriptionProgress {
+        SubscriptionProgress {
+            position: Arc::clone(&self.shared_position),
+            head: self.head.clone(),
+        }
     }
 
     async fn read(&self, from: u64, to: u64) -> Result<Vec<RecordedEvent>> {

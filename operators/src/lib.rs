@@ -24,6 +24,7 @@ pub mod registry;
 pub mod replay;
 pub mod running_aggregate;
 pub mod session_aggregate;
+pub mod source;
 mod state;
 pub mod throttle;
 pub mod watermark;

@@ -1,9 +1,9 @@
 //! `Pipelines`: the store's pipelines — their definitions, kept in the table storage,
 //! and one task per pipeline running it over the log.
 //!
-//! Each task subscribes to its tenant's events (catch-up, then live, with no gap or
-//! duplicate at the seam: the subscription's guarantee) and feeds them to its
-//! [`Pipeline`] in log order. Results are kept in memory, read as a table named after
+//! Each task reads its tenant's events from a [`LogSourceExec`] (catch-up, then
+//! live, with no gap or duplicate at the seam) and feeds them to its [`Pipeline`] in
+//! log order. Results are kept in memory, read as a table named after
 //! the pipeline, and made durable by periodic [checkpoints](crate::checkpoint) of the
 //! pipeline's state, results and log position. A definition is checked (compiled)
 //! before it is stored, and stored before its task starts; on open every stored
@@ -14,9 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
-use allsource_engine::{
-    Error as StoreError, EventStore, SubscriptionFilter, event_schema, events_to_batch,
-};
+use allsource_engine::{EventStore, event_schema};
 use allsource_sql::{EventQl, ExtraTables, TABLES};
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -36,6 +34,9 @@ use crate::pipeline::{Pipeline, PipelineOptions, PipelineStats};
 use crate::projection;
 use crate::replay::{self, Replay, Replayed};
 pub use crate::replay::{ReplayFrom, ReplayInfo, ReplayStatus};
+use crate::source::LogSourceExec;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use futures::StreamExt;
 
 /// Where the definitions are kept in the table storage.
 const DEFINITIONS: &str = "pipelines/definitions.json";
@@ -1288,17 +1289,15 @@ impl Checkpointer {
     }
 }
 
-/// The next events of `subscription`, or `None` once `wait` (when given) passes
-/// without any.
+/// The next batch of `source` (`None` inside once it ends), or `None` once `wait`
+/// (when given) passes without one.
 async fn next_within(
-    subscription: &mut allsource_engine::Subscription,
+    source: &mut SendableRecordBatchStream,
     wait: Option<std::time::Duration>,
-) -> Option<std::result::Result<Vec<allsource_engine::RecordedEvent>, StoreError>> {
+) -> Option<Option<datafusion::common::Result<RecordBatch>>> {
     match wait {
-        None => Some(subscription.next_batch().await),
-        Some(wait) => tokio::time::timeout(wait, subscription.next_batch())
-            .await
-            .ok(),
+        None => Some(source.next().await),
+        Some(wait) => tokio::time::timeout(wait, source.next()).await.ok(),
     }
 }
 
@@ -1322,9 +1321,20 @@ async fn run(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     mut requests: tokio::sync::mpsc::Receiver<Request>,
 ) {
-    let schema = event_schema();
     let from = manifest.as_ref().map_or(spec.from_position, |m| m.position);
-    let mut subscription = store.subscribe(&spec.tenant, from, SubscriptionFilter::all());
+    let source = LogSourceExec::new(store, &spec.tenant, from);
+    let started = source
+        .execute(0, Arc::new(datafusion::execution::TaskContext::default()))
+        .map(|stream| (stream, source.progress()));
+    let (mut events, log) = match started {
+        Ok((stream, Some(progress))) => (stream, progress),
+        Ok((_, None)) | Err(_) => {
+            running.progress.lock().state = PipelineState::Failed {
+                error: "the log source did not start".into(),
+            };
+            return;
+        }
+    };
     let interval_micros = spec.options.checkpoint_interval_micros.max(0) as u64;
     let mut checkpointer = Checkpointer {
         checkpoints,
@@ -1355,7 +1365,7 @@ async fn run(
                     let _ = stopping.wait_for(|stop| *stop).await;
                 } => {
                     if checkpointer.dirty {
-                        let position = subscription.position();
+                        let position = log.position();
                         checkpointer.write(&mut pipeline, position, &running).await;
                     }
                     return Ok(());
@@ -1364,36 +1374,34 @@ async fn run(
                     answer(&mut pipeline, request).await;
                     continue;
                 }
-                next = next_within(&mut subscription, wait) => next,
+                next = next_within(&mut events, wait) => next,
             };
             let Some(next) = next else {
                 // Quiet for a while: bring the table up to date and write what is
                 // pending when it is due.
                 if table.stale {
                     table
-                        .rebuild(&mut pipeline, &running, subscription.position())
+                        .rebuild(&mut pipeline, &running, log.position())
                         .await?;
                 }
                 if checkpointer.due_in().is_some_and(|d| d.is_zero()) {
-                    let position = subscription.position();
+                    let position = log.position();
                     checkpointer.write(&mut pipeline, position, &running).await;
                 }
                 continue;
             };
-            let events = match next {
-                Ok(events) => events,
-                Err(StoreError::Closed) => {
+            let batch = match next {
+                Some(Ok(batch)) => batch,
+                // The store closed.
+                None => {
                     if checkpointer.dirty {
-                        let position = subscription.position();
+                        let position = log.position();
                         checkpointer.write(&mut pipeline, position, &running).await;
                     }
                     return Ok(());
                 }
-                Err(e) => return Err(Error::Internal(format!("reading the log: {e}"))),
+                Some(Err(e)) => return Err(Error::Internal(format!("reading the log: {e}"))),
             };
-            let refs: Vec<_> = events.iter().collect();
-            let batch = events_to_batch(&schema, &refs)
-                .map_err(|e| Error::Internal(format!("building a batch: {e}")))?;
             let out = pipeline.process(&batch).await?;
             for rows in &out {
                 // No subscriber is not an error.
@@ -1414,12 +1422,12 @@ async fn run(
                 progress.stats = pipeline.stats();
                 progress.watermark = pipeline.watermark();
             }
-            let position = subscription.position();
+            let position = log.position();
             if pipeline.is_running() {
                 // Totals per key: the table is their current rows, rebuilt from the
                 // checkpointed state after a restart.
                 table.stale = true;
-                if subscription.lag() == 0 || table.built.elapsed() >= TABLE_REFRESH {
+                if log.lag() == 0 || table.built.elapsed() >= TABLE_REFRESH {
                     table.rebuild(&mut pipeline, &running, position).await?;
                 }
             } else {

@@ -5,6 +5,7 @@ mod golden;
 mod oracle;
 mod projections;
 mod registry;
+mod source;
 
 use arrow::array::RecordBatch;
 
