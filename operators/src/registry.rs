@@ -455,13 +455,7 @@ impl Pipelines {
             }
         };
         // Stop the task before its checkpoints go, so that it writes no more.
-        let old = self.entries.lock().remove(&key);
-        if let Some(mut entry) = old
-            && let Some(task) = entry.task.take()
-        {
-            task.abort();
-            let _ = task.await;
-        }
+        self.stop_task(&key).await;
         // A new id: a write the old task had under way cannot land among the new
         // pipeline's checkpoints.
         let old_checkpoints = Checkpoints::new(self.store.table_storage(), &spec.id());
@@ -470,7 +464,7 @@ impl Pipelines {
             from_position: 0,
             ..spec
         };
-        let mut specs = self.specs();
+        let mut specs = self.specs_but(&key);
         specs.push(spec.clone());
         if let Err(e) = self.save(&specs).await {
             let entry = Entry::failed(spec, &e);
@@ -480,13 +474,7 @@ impl Pipelines {
         if let Err(e) = old_checkpoints.remove().await {
             tracing::warn!(pipeline = name, error = %e, "removing a reset pipeline's checkpoints");
         }
-        let entry = self
-            .start(spec.clone())
-            .await
-            .unwrap_or_else(|e| Entry::failed(spec, &e));
-        let info = info(&entry);
-        self.entries.lock().insert(key, entry);
-        Ok(info)
+        Ok(self.replace_entry(key, spec).await)
     }
 
     /// Enable or disable the pipeline (or projection) `name` of `tenant`. Disabling
@@ -514,29 +502,47 @@ impl Pipelines {
             disabled: !enabled,
             ..spec
         };
-        let mut specs: Vec<PipelineSpec> = self
-            .specs()
-            .into_iter()
-            .filter(|s| (s.tenant.as_str(), s.name.as_str()) != (tenant, name))
-            .collect();
+        let mut specs = self.specs_but(&key);
         specs.push(spec.clone());
         self.save(&specs).await?;
         // Its checkpoint is consistent whenever the task stops: a stop mid-write
         // leaves the previous manifest in force.
-        let old = self.entries.lock().remove(&key);
-        if let Some(mut entry) = old
-            && let Some(task) = entry.task.take()
-        {
+        self.stop_task(&key).await;
+        Ok(self.replace_entry(key, spec).await)
+    }
+
+    /// Stop the task of the entry `key`, leaving the entry and its table in place
+    /// until it is replaced: pipelines that read its table go on reading it.
+    async fn stop_task(&self, key: &(String, String)) {
+        let task = self
+            .entries
+            .lock()
+            .get_mut(key)
+            .and_then(|entry| entry.task.take());
+        if let Some(task) = task {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// Start `spec` in place of the entry `key` (listed as failed if it cannot
+    /// start).
+    async fn replace_entry(&self, key: (String, String), spec: PipelineSpec) -> PipelineInfo {
         let entry = self
             .start(spec.clone())
             .await
             .unwrap_or_else(|e| Entry::failed(spec, &e));
         let info = info(&entry);
         self.entries.lock().insert(key, entry);
-        Ok(info)
+        info
+    }
+
+    /// The stored definitions, but the one of `key`.
+    fn specs_but(&self, key: &(String, String)) -> Vec<PipelineSpec> {
+        self.specs()
+            .into_iter()
+            .filter(|s| (&s.tenant, &s.name) != (&key.0, &key.1))
+            .collect()
     }
 
     /// How many pipelines there are, of every tenant.
@@ -831,32 +837,21 @@ impl Pipelines {
             late: Rows::All(&late),
         };
         checkpoints.write(None, update).await?;
-        let mut specs: Vec<PipelineSpec> = self
-            .specs()
-            .into_iter()
-            .filter(|s| (&s.tenant, &s.name) != (&spec.tenant, &spec.name))
-            .collect();
+        let mut specs = self.specs_but(&key);
         specs.push(replacement.clone());
         if let Err(e) = self.save(&specs).await {
             let _ = checkpoints.remove().await;
             return Err(e);
         }
-        let old = self.entries.lock().remove(&key);
-        if let Some(mut entry) = old {
-            if let Some(task) = entry.task.take() {
-                task.abort();
-                let _ = task.await;
-            }
-            let old_checkpoints = Checkpoints::new(self.store.table_storage(), &entry.spec.id());
+        let old_id = self.entries.lock().get(&key).map(|e| e.spec.id());
+        if let Some(old_id) = old_id {
+            self.stop_task(&key).await;
+            let old_checkpoints = Checkpoints::new(self.store.table_storage(), &old_id);
             if let Err(e) = old_checkpoints.remove().await {
                 tracing::warn!(pipeline = spec.name, error = %e, "removing a replaced pipeline's checkpoints");
             }
         }
-        let entry = self
-            .start(replacement.clone())
-            .await
-            .unwrap_or_else(|e| Entry::failed(replacement, &e));
-        self.entries.lock().insert(key, entry);
+        self.replace_entry(key, replacement).await;
         Ok(())
     }
 

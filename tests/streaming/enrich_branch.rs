@@ -141,6 +141,47 @@ async fn a_pipeline_joins_a_projection_as_it_is_when_each_event_arrives() {
     )
     .await;
     becomes(&eventql, "SELECT * FROM gold_spend", &["c1 | 43.0"]).await;
+
+    // The joined projection reset under the reader: the reader keeps running and
+    // joins with the recomputed table.
+    pipelines
+        .reset(TENANT, "tiers")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = f.store.head_position();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pipelines
+        .get(TENANT, "tiers")
+        .is_none_or(|p| p.position < head)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tiers did not catch up after its reset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append_one(
+        &f.store,
+        "o6",
+        "order.placed",
+        json!({"order": "o6", "customer": "c2", "amount": 1}),
+    )
+    .await;
+    becomes(
+        &eventql,
+        sql,
+        &[
+            "o1 | gold",
+            "o2 | ",
+            "o3 | bronze",
+            "o4 | gold",
+            "o5 | gold",
+            "o6 | silver",
+        ],
+    )
+    .await;
+    let state = pipelines.get(TENANT, "orders_with_tier").map(|p| p.state);
+    assert_eq!(state, Some(PipelineState::Running));
 }
 
 const PER_COUNTRY: &str = "CREATE PIPELINE per_country \
