@@ -12,6 +12,8 @@
 //!   ([`crate::state`]), an Arrow IPC file;
 //! - `admission-<seq>.arrow`: the keys the source operators remember
 //!   ([`crate::admission`]), when the pipeline dedupes or throttles;
+//! - `join-left-<seq>.arrow`, `join-right-<seq>.arrow`: the rows each side of a
+//!   join of the events with themselves has kept ([`crate::stream_join`]);
 //! - `results-<seq>.arrow`, `late-<seq>.arrow`: the result rows and the late events
 //!   (when kept) emitted since the previous checkpoint. Every so many checkpoints,
 //!   they are written again as one file.
@@ -61,6 +63,10 @@ pub struct Manifest {
     /// The source operators' state file, if they remember anything.
     #[serde(default)]
     pub admission: Option<String>,
+    /// The files of the rows a join's two sides keep, left then right, if the
+    /// pipeline joins its events with themselves.
+    #[serde(default)]
+    pub join: Vec<String>,
     /// The result files, in emission order.
     pub results: Vec<String>,
     /// The late events' files, in order.
@@ -155,6 +161,17 @@ impl Checkpoints {
             }
             None => None,
         };
+        let join = match manifest.join.as_slice() {
+            [] => None,
+            [left, right] => Some([self.read_whole(left).await?, self.read_whole(right).await?]),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{} names {} join files, not two",
+                    self.path(MANIFEST),
+                    manifest.join.len()
+                )));
+            }
+        };
         let mut result_rows = Vec::new();
         for name in &manifest.results {
             result_rows.extend(conform(self.read(name).await?, results, name)?);
@@ -170,6 +187,7 @@ impl Checkpoints {
                 stats: manifest.stats,
                 groups,
                 admission,
+                join,
             },
             manifest,
             results: result_rows,
@@ -198,6 +216,15 @@ impl Checkpoints {
             }
             _ => None,
         };
+        let mut join = Vec::new();
+        if let Some(sides) = &update.snapshot.join {
+            for (side, rows) in ["left", "right"].into_iter().zip(sides) {
+                let name = format!("join-{side}-{sequence:012}.arrow");
+                self.put(&name, &rows.schema(), std::slice::from_ref(rows))
+                    .await?;
+                join.push(name);
+            }
+        }
         let files =
             |rows: Rows<'_>, kind: &str| -> (Vec<String>, Option<(String, Vec<RecordBatch>)>) {
                 let (mut names, batches) = match rows {
@@ -237,6 +264,7 @@ impl Checkpoints {
             stats: update.snapshot.stats,
             groups,
             admission,
+            join,
             results: result_names,
             late: late_names,
         };
@@ -252,11 +280,13 @@ impl Checkpoints {
                 .groups
                 .iter()
                 .chain(&previous.admission)
+                .chain(&previous.join)
                 .chain(&previous.results)
                 .chain(&previous.late)
             {
                 let named = manifest.groups.as_ref() == Some(name)
                     || manifest.admission.as_ref() == Some(name)
+                    || manifest.join.contains(name)
                     || manifest.results.contains(name)
                     || manifest.late.contains(name);
                 if !named {
@@ -302,6 +332,7 @@ impl Checkpoints {
             let named = name == MANIFEST
                 || manifest.groups.as_ref() == Some(&name)
                 || manifest.admission.as_ref() == Some(&name)
+                || manifest.join.contains(&name)
                 || manifest.results.contains(&name)
                 || manifest.late.contains(&name);
             if !named {
@@ -347,6 +378,22 @@ impl Checkpoints {
             .map_err(storage_error)?;
         let reader = FileReader::try_new(Cursor::new(bytes), None)?;
         Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// The rows of the file `name` as one batch, of the schema the file holds.
+    async fn read_whole(&self, name: &str) -> Result<RecordBatch> {
+        let bytes = self
+            .storage
+            .get(&self.path(name))
+            .await
+            .map_err(storage_error)?
+            .bytes()
+            .await
+            .map_err(storage_error)?;
+        let reader = FileReader::try_new(Cursor::new(bytes), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
     }
 }
 

@@ -140,6 +140,11 @@ impl FeedExec {
     pub fn table(&self) -> Option<&str> {
         self.source.table()
     }
+
+    /// Whether it reads `source`.
+    pub fn reads(&self, source: &Arc<dyn RowSource>) -> bool {
+        Arc::ptr_eq(&self.source, source)
+    }
 }
 
 impl DisplayAs for FeedExec {

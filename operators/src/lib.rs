@@ -26,6 +26,7 @@ pub mod running_aggregate;
 pub mod session_aggregate;
 pub mod source;
 mod state;
+mod stream_join;
 pub mod throttle;
 pub mod watermark;
 pub mod window_aggregate;

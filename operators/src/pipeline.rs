@@ -42,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::feed::{Feed, FeedExec, FeedTable, RowSource};
 use crate::running_aggregate::RunningAggregate;
 use crate::session_aggregate::SessionAggregate;
+use crate::stream_join::StreamJoin;
 use crate::throttle::Throttle;
 use crate::watermark::Watermark;
 use crate::window_aggregate::WindowAggregate;
@@ -141,6 +142,8 @@ pub struct PipelineStats {
     pub deduplicated: u64,
     /// Source events dropped by the throttle.
     pub throttled: u64,
+    /// Rows the two sides of a join of the events with themselves keep.
+    pub join_rows: u64,
 }
 
 /// A compiled pipeline and its running state.
@@ -174,10 +177,15 @@ struct Plan {
     /// reading one is reset before each run: a join then reads that table as it is
     /// now, not as it was at the first run.
     tables: Vec<String>,
+    /// A join of the events with the events, run before `exec` (which reads its new
+    /// rows where the join was).
+    join: Option<StreamJoin>,
 }
 
 impl Plan {
-    fn new(exec: Arc<dyn ExecutionPlan>) -> Self {
+    /// `exec` as a plan; `events`, the pipeline's input when the plan reads it, so
+    /// that a join of the events with themselves runs incrementally.
+    fn new(exec: Arc<dyn ExecutionPlan>, events: Option<&Arc<dyn RowSource>>) -> Result<Self> {
         let mut tables = Vec::new();
         let mut pending = vec![Arc::clone(&exec)];
         while let Some(node) = pending.pop() {
@@ -186,11 +194,22 @@ impl Plan {
             }
             pending.extend(node.children().into_iter().cloned());
         }
-        Self { exec, tables }
+        let found = match events {
+            Some(events) => StreamJoin::find(&exec, events)?,
+            None => None,
+        };
+        let (exec, join) = match found {
+            Some((join, target)) => (replace(&exec, target, &join.leaf)?, Some(join)),
+            None => (exec, None),
+        };
+        Ok(Self { exec, tables, join })
     }
 
     /// Run it to its end.
     async fn run(&mut self, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+        if let Some(join) = &mut self.join {
+            join.step(task).await?;
+        }
         if !self.tables.is_empty() {
             self.exec = reset_plan_states(Arc::clone(&self.exec))?;
         }
@@ -220,6 +239,9 @@ pub struct Snapshot {
     pub groups: Option<RecordBatch>,
     /// The source operators' state ([`crate::admission`]), when it has them.
     pub admission: Option<RecordBatch>,
+    /// The rows the two sides of a join of the events with themselves keep
+    /// ([`crate::stream_join`]), left then right.
+    pub join: Option<[RecordBatch; 2]>,
 }
 
 impl Grouping {
@@ -284,10 +306,8 @@ impl Pipeline {
         options: PipelineOptions,
     ) -> Result<Self> {
         let feed = Arc::new(Feed::default());
-        let source = Arc::new(FeedTable::new(
-            event_schema(),
-            Arc::clone(&feed) as Arc<dyn RowSource>,
-        ));
+        let events = Arc::clone(&feed) as Arc<dyn RowSource>;
+        let source = Arc::new(FeedTable::new(event_schema(), Arc::clone(&events)));
         let (frame, calls) = eventql.plan_pipeline(tenant, sql, source).await?;
         let time_column = time_column(&calls)?;
         let session = session_partition(&calls)?;
@@ -301,8 +321,8 @@ impl Pipeline {
         let (dedupe, throttle) = source_operators(&options)?;
         let mut pipeline = Self {
             time_column: time_column.clone(),
+            pre: Plan::new(Arc::clone(&plan), Some(&events))?,
             feed,
-            pre: Plan::new(Arc::clone(&plan)),
             windows: None,
             task: Arc::new(task),
             watermark,
@@ -467,8 +487,12 @@ impl Pipeline {
             None,
             Arc::clone(&post_feed) as _,
         ));
-        let post = Plan::new(replace(plan, std::ptr::from_ref(top).cast(), &replacement)?);
-        self.pre = Plan::new(Arc::clone(grouped.input()));
+        let post = Plan::new(
+            replace(plan, std::ptr::from_ref(top).cast(), &replacement)?,
+            None,
+        )?;
+        let events = Arc::clone(&self.feed) as Arc<dyn RowSource>;
+        self.pre = Plan::new(Arc::clone(grouped.input()), Some(&events))?;
         self.windows = Some(Windows {
             aggregate,
             feed: post_feed,
@@ -508,6 +532,7 @@ impl Pipeline {
                 .windows
                 .as_ref()
                 .map_or(0, |w| w.aggregate.open_groups() as u64),
+            join_rows: self.pre.join.as_ref().map_or(0, |j| j.rows_kept() as u64),
             ..self.stats
         }
     }
@@ -543,7 +568,10 @@ impl Pipeline {
         self.feed.set(vec![events]);
         let rows = self.pre.run(&self.task).await?;
         let out = match &mut self.windows {
-            None => rows,
+            None => {
+                self.stats.rows_out += rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                rows
+            }
             Some(windows) => {
                 for batch in &rows {
                     windows.aggregate.update(batch)?;
@@ -677,11 +705,18 @@ impl Pipeline {
         let admission = (!states.is_empty())
             .then(|| arrow::compute::concat_batches(&admission::state_schema(), &states))
             .transpose()?;
+        let join = self
+            .pre
+            .join
+            .as_ref()
+            .map(StreamJoin::snapshot)
+            .transpose()?;
         Ok(Snapshot {
             watermark: self.watermark,
             stats: self.stats,
             groups,
             admission,
+            join,
         })
     }
 
@@ -694,6 +729,15 @@ impl Pipeline {
             _ => {
                 return Err(Error::Invalid(
                     "a checkpoint's state does not match the pipeline's operators".into(),
+                ));
+            }
+        }
+        match (&mut self.pre.join, &snapshot.join) {
+            (Some(join), Some(sides)) => join.restore(sides)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::Invalid(
+                    "a checkpoint's join state does not match the pipeline's query".into(),
                 ));
             }
         }

@@ -179,6 +179,7 @@ pub(crate) fn stats_json(info: &PipelineInfo, head: u64) -> Value {
         "late_events": info.stats.late_events,
         "rows_out": info.stats.rows_out,
         "open_groups": info.stats.open_groups,
+        "join_rows": info.stats.join_rows,
         "watermark": info.watermark_micros.map(render_time),
         "watermark_lag_seconds": info.watermark_micros.map(|w| (now - w) as f64 / 1e6),
         "position": info.position,

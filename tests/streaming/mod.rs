@@ -2,6 +2,7 @@
 
 mod enrich_branch;
 mod golden;
+mod joins;
 mod oracle;
 mod projections;
 mod registry;
