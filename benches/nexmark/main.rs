@@ -8,10 +8,13 @@
 //!   pipeline's source hands it), fed to the compiled pipeline and timed from the
 //!   first batch to the end of the input (open windows emitted): events/s on one core,
 //!   in order, and out of order (each event's time up to 2 s back, 2 s of allowed
-//!   lateness, so none is late).
+//!   lateness, so none is late). Each query runs several times (3 with `--quick`, 5
+//!   in a full run); the table gives the median and the spread.
 //! - **Correctness**: a smaller run of the same events appended to a store; each
 //!   pipeline's whole output must equal the same query run as batch EventQL over the
-//!   store.
+//!   store. q3 and q4 join the events with themselves (the pipeline's stream join);
+//!   q4's answer is a query over its pipeline's table of closing prices, checked
+//!   against the whole query as one batch query.
 //!
 //! Run: `cargo bench --bench nexmark` (`-- --quick` for a short run). Under
 //! `cargo test` it runs the correctness checks on a small input, without timing.
@@ -29,8 +32,12 @@ use allsource::engine::{
 use allsource::operators::{Pipeline, PipelineOptions};
 use allsource::sql::EventQl;
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use common::Size;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use generator::{Config, Generated, Generator};
+use std::sync::Arc;
 
 const TENANT: &str = "nexmark";
 const RATE: u64 = 1_000;
@@ -42,6 +49,15 @@ struct Query {
     name: &'static str,
     what: &'static str,
     sql: &'static str,
+    /// For a query whose pipeline keeps totals per key (a table updated as events
+    /// arrive): the query over that table (`result`) that gives the answer. The
+    /// batch form of the whole query is then `batch`.
+    over_table: Option<OverTable>,
+}
+
+struct OverTable {
+    outer: &'static str,
+    batch: &'static str,
 }
 
 const QUERIES: &[Query] = &[
@@ -51,6 +67,7 @@ const QUERIES: &[Query] = &[
         sql: "SELECT payload->>'auction' AS auction, payload->>'bidder' AS bidder, \
               payload->>'price' AS price, timestamp AS date_time, payload->>'url' AS url \
               FROM events WHERE event_type = 'bid'",
+        over_table: None,
     },
     Query {
         name: "q1",
@@ -58,6 +75,7 @@ const QUERIES: &[Query] = &[
         sql: "SELECT payload->>'auction' AS auction, payload->>'bidder' AS bidder, \
               CAST(payload->>'price' AS BIGINT) * 0.908 AS price, timestamp AS date_time \
               FROM events WHERE event_type = 'bid'",
+        over_table: None,
     },
     Query {
         name: "q2",
@@ -65,6 +83,45 @@ const QUERIES: &[Query] = &[
         sql: "SELECT payload->>'auction' AS auction, payload->>'price' AS price \
               FROM events \
               WHERE event_type = 'bid' AND CAST(payload->>'auction' AS BIGINT) % 123 = 0",
+        over_table: None,
+    },
+    Query {
+        name: "q3",
+        what: "auctions of category 10 by sellers in OR, ID or CA (incremental join)",
+        sql: "SELECT p.payload->>'name' AS name, p.payload->>'city' AS city, \
+                p.payload->>'state' AS state, a.payload->>'id' AS auction \
+              FROM events AS a JOIN events AS p ON a.payload->>'seller' = p.payload->>'id' \
+              WHERE a.event_type = 'auction' AND p.event_type = 'person' \
+                AND CAST(a.payload->>'category' AS BIGINT) = 10 \
+                AND p.payload->>'state' IN ('OR', 'ID', 'CA')",
+        over_table: None,
+    },
+    Query {
+        name: "q4",
+        what: "average closing price per category (join, then totals per auction)",
+        sql: "SELECT a.payload->>'id' AS auction, \
+                CAST(a.payload->>'category' AS BIGINT) AS category, \
+                MAX(CAST(b.payload->>'price' AS BIGINT)) AS final \
+              FROM events AS a JOIN events AS b ON a.payload->>'id' = b.payload->>'auction' \
+              WHERE a.event_type = 'auction' AND b.event_type = 'bid' \
+                AND CAST(b.payload->>'date_time' AS BIGINT) \
+                  BETWEEN CAST(a.payload->>'date_time' AS BIGINT) \
+                  AND CAST(a.payload->>'expires' AS BIGINT) \
+              GROUP BY a.payload->>'id', CAST(a.payload->>'category' AS BIGINT)",
+        over_table: Some(OverTable {
+            outer: "SELECT category, AVG(final) AS average FROM result GROUP BY category",
+            batch: "SELECT category, AVG(final) AS average FROM ( \
+                      SELECT CAST(a.payload->>'category' AS BIGINT) AS category, \
+                        MAX(CAST(b.payload->>'price' AS BIGINT)) AS final \
+                      FROM events AS a JOIN events AS b \
+                        ON a.payload->>'id' = b.payload->>'auction' \
+                      WHERE a.event_type = 'auction' AND b.event_type = 'bid' \
+                        AND CAST(b.payload->>'date_time' AS BIGINT) \
+                          BETWEEN CAST(a.payload->>'date_time' AS BIGINT) \
+                          AND CAST(a.payload->>'expires' AS BIGINT) \
+                      GROUP BY a.payload->>'id', CAST(a.payload->>'category' AS BIGINT)) \
+                    GROUP BY category",
+        }),
     },
     Query {
         name: "q5",
@@ -77,6 +134,7 @@ const QUERIES: &[Query] = &[
                 WHERE event_type = 'bid' \
                 GROUP BY window_start, window_end, payload->>'auction') \
               WHERE place = 1",
+        over_table: None,
     },
     Query {
         name: "q7",
@@ -85,6 +143,7 @@ const QUERIES: &[Query] = &[
                 COUNT(*) AS bids \
               FROM TUMBLE(events, timestamp, INTERVAL '10' SECOND) \
               WHERE event_type = 'bid' GROUP BY window_start, window_end",
+        over_table: None,
     },
     Query {
         name: "q11",
@@ -92,6 +151,23 @@ const QUERIES: &[Query] = &[
         sql: "SELECT window_start, window_end, entity_id AS bidder, COUNT(*) AS bids \
               FROM SESSION(events, timestamp, INTERVAL '10' SECOND, entity_id) \
               WHERE event_type = 'bid' GROUP BY window_start, window_end, entity_id",
+        over_table: None,
+    },
+    Query {
+        name: "q8",
+        what: "new persons who opened an auction in the same 10 s window (window join)",
+        sql: "SELECT window_start, window_end, \
+                CASE WHEN event_type = 'person' THEN payload->>'id' \
+                  ELSE payload->>'seller' END AS person, \
+                MAX(CASE WHEN event_type = 'person' THEN payload->>'name' END) AS name \
+              FROM TUMBLE(events, timestamp, INTERVAL '10' SECOND) \
+              WHERE event_type IN ('person', 'auction') \
+              GROUP BY window_start, window_end, \
+                CASE WHEN event_type = 'person' THEN payload->>'id' \
+                  ELSE payload->>'seller' END \
+              HAVING SUM(CASE WHEN event_type = 'person' THEN 1 ELSE 0 END) > 0 \
+                AND SUM(CASE WHEN event_type = 'auction' THEN 1 ELSE 0 END) > 0",
+        over_table: None,
     },
 ];
 
@@ -143,13 +219,15 @@ fn options(disorder_micros: i64) -> PipelineOptions {
     }
 }
 
-/// Run `sql` over `input` to its end: its rows, and events/s.
+/// Run `query`'s pipeline over `input` to its end: its rows (for a query over the
+/// pipeline's table, that query's rows at the end), and events/s.
 async fn run(
     eventql: &EventQl,
-    sql: &str,
+    query: &Query,
     input: &[RecordBatch],
     disorder_micros: i64,
 ) -> (Vec<RecordBatch>, f64) {
+    let sql = query.sql;
     let mut pipeline = Pipeline::compile(eventql, TENANT, sql, options(disorder_micros))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -170,9 +248,33 @@ async fn run(
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}")),
     );
+    if let Some(over) = &query.over_table {
+        let table = pipeline
+            .current()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        out = over_rows(pipeline.schema(), table, over.outer).await;
+    }
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(pipeline.stats().late_events, 0, "{sql}: late events");
+    if query.over_table.is_none() {
+        // A running pipeline counts every event, late or not.
+        assert_eq!(pipeline.stats().late_events, 0, "{sql}: late events");
+    }
     (out, count as f64 / seconds)
+}
+
+/// `sql` over `rows` as the table `result`.
+async fn over_rows(schema: SchemaRef, rows: Vec<RecordBatch>, sql: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(schema, vec![rows]).unwrap_or_else(|e| panic!("{e}"));
+    ctx.register_table("result", Arc::new(table))
+        .unwrap_or_else(|e| panic!("{e}"));
+    ctx.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Rows as sorted text lines.
@@ -226,9 +328,10 @@ async fn check(dir: &std::path::Path, count: usize) -> Vec<usize> {
         let eventql = EventQl::new(store.clone());
         let input = batches(&generated);
         for query in QUERIES {
-            let (out, _) = run(&eventql, query.sql, &input, disorder).await;
+            let (out, _) = run(&eventql, query, &input, disorder).await;
+            let batch_sql = query.over_table.as_ref().map_or(query.sql, |o| o.batch);
             let batch = eventql
-                .query(TENANT, query.sql)
+                .query(TENANT, batch_sql)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", query.name));
             let (streamed, expected) = (lines(&out), lines(&batch));
@@ -254,6 +357,26 @@ async fn check(dir: &std::path::Path, count: usize) -> Vec<usize> {
         let _ = std::fs::remove_dir_all(&path);
     }
     rows
+}
+
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `min–max` of sorted `values`.
+fn spread(values: &[f64]) -> String {
+    format!("{}–{}", rate(values[0]), rate(values[values.len() - 1]))
+}
+
+/// Events/s, in thousands or millions.
+fn rate(per_second: f64) -> String {
+    if per_second >= 1e6 {
+        format!("{:.2}M", per_second / 1e6)
+    } else {
+        format!("{:.0}K", per_second / 1e3)
+    }
 }
 
 fn main() {
@@ -288,14 +411,30 @@ fn main() {
              {BATCH}, one core)"
         );
         println!();
-        println!("| query | what | in order (events/s) | out of order (events/s) | rows ({checked} events) |");
-        println!("|---|---|---:|---:|---:|");
+        let runs = size.pick(1, 3, 5);
+        println!("Medians of {runs} runs each (min–max), runs of one query back to back.");
+        println!();
+        println!(
+            "| query | what | in order (events/s) | min–max | out of order (events/s) | \
+             min–max | rows ({checked} events) |"
+        );
+        println!("|---|---|---:|---|---:|---|---:|");
         for (query, checked_rows) in QUERIES.iter().zip(&rows) {
-            let (_, ordered) = run(&eventql, query.sql, &in_order, 0).await;
-            let (_, shuffled) = run(&eventql, query.sql, &out_of_order, DISORDER_MICROS).await;
+            let mut ordered = Vec::with_capacity(runs);
+            let mut shuffled = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                ordered.push(run(&eventql, query, &in_order, 0).await.1);
+                shuffled.push(run(&eventql, query, &out_of_order, DISORDER_MICROS).await.1);
+            }
             println!(
-                "| {} | {} | {:.0} | {:.0} | {} |",
-                query.name, query.what, ordered, shuffled, checked_rows
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                query.name,
+                query.what,
+                rate(median(&mut ordered)),
+                spread(&ordered),
+                rate(median(&mut shuffled)),
+                spread(&shuffled),
+                checked_rows
             );
         }
         store.close().unwrap_or_else(|e| panic!("{e}"));
