@@ -12,7 +12,9 @@
 //!   in a full run); the table gives the median and the spread.
 //! - **Correctness**: a smaller run of the same events appended to a store; each
 //!   pipeline's whole output must equal the same query run as batch EventQL over the
-//!   store. q3 and q4 join the events with themselves (the pipeline's stream join);
+//!   store, and that batch output must equal DuckDB's, running the benchmark's own
+//!   SQL (joins, windows and sessions written out) over the store's Parquet files.
+//!   q3 and q4 join the events with themselves (the pipeline's stream join);
 //!   q4's answer is a query over its pipeline's table of closing prices, checked
 //!   against the whole query as one batch query.
 //!
@@ -297,6 +299,173 @@ fn lines(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
+/// The benchmark's queries in their textbook SQL, in DuckDB over the store's Parquet
+/// files (the glob is the first argument): typed views of persons, auctions and bids,
+/// then each query with the joins, windows and sessions written out. Prints each
+/// query's rows as JSON, timestamps as µs since the epoch.
+const DUCKDB: &str = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+con.execute("SET TimeZone='UTC'")
+con.execute("CREATE VIEW ev AS SELECT * FROM read_parquet(?) WHERE tenant = 'nexmark'".replace("?", "'" + sys.argv[1] + "'"))
+def field(name, kind='BIGINT'):
+    return f"CAST(json_extract_string(payload, '$.{name}') AS {kind}) AS {name}"
+con.execute(f"""CREATE VIEW person AS SELECT {field('id')}, {field('name', 'VARCHAR')},
+  {field('city', 'VARCHAR')}, {field('state', 'VARCHAR')}, timestamp AS date_time
+  FROM ev WHERE event_type = 'person'""")
+con.execute(f"""CREATE VIEW auction AS SELECT {field('id')}, {field('seller')}, {field('category')},
+  {field('expires')}, CAST(json_extract_string(payload, '$.date_time') AS BIGINT) AS opened,
+  timestamp AS date_time FROM ev WHERE event_type = 'auction'""")
+con.execute(f"""CREATE VIEW bid AS SELECT entity_id, {field('auction')}, {field('bidder')}, {field('price')},
+  {field('url', 'VARCHAR')}, CAST(json_extract_string(payload, '$.date_time') AS BIGINT) AS at,
+  timestamp AS date_time FROM ev WHERE event_type = 'bid'""")
+queries = {
+  "q0": "SELECT auction, bidder, price, epoch_us(date_time), url FROM bid",
+  "q1": "SELECT auction, bidder, price * CAST(0.908 AS DOUBLE), epoch_us(date_time) FROM bid",
+  "q2": "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+  "q3": """SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id
+           WHERE A.category = 10 AND P.state IN ('OR', 'ID', 'CA')""",
+  "q4": """SELECT category, AVG(final) FROM (
+             SELECT A.category, MAX(B.price) AS final FROM auction A JOIN bid B ON A.id = B.auction
+             WHERE B.at BETWEEN A.opened AND A.expires GROUP BY A.id, A.category)
+           GROUP BY category""",
+  "q5": """WITH w AS (SELECT time_bucket(INTERVAL 2 SECOND, date_time) - to_seconds(2 * k) AS ws, auction
+                      FROM bid, range(0, 5) t(k)),
+                c AS (SELECT ws, auction, COUNT(*) AS n FROM w GROUP BY ws, auction),
+                r AS (SELECT *, RANK() OVER (PARTITION BY ws ORDER BY n DESC) AS place FROM c)
+           SELECT epoch_us(ws), epoch_us(ws + INTERVAL 10 SECOND), auction, n FROM r WHERE place = 1""",
+  "q7": """SELECT epoch_us(time_bucket(INTERVAL 10 SECOND, date_time)),
+                  epoch_us(time_bucket(INTERVAL 10 SECOND, date_time)) + 10000000, MAX(price), COUNT(*)
+           FROM bid GROUP BY time_bucket(INTERVAL 10 SECOND, date_time)""",
+  "q11": """WITH o AS (SELECT entity_id, epoch_us(date_time) AS t FROM bid),
+                 d AS (SELECT *, t - LAG(t) OVER (PARTITION BY entity_id ORDER BY t) AS since FROM o),
+                 s AS (SELECT *, SUM(CASE WHEN since IS NULL OR since >= 10000000 THEN 1 ELSE 0 END)
+                         OVER (PARTITION BY entity_id ORDER BY t ROWS UNBOUNDED PRECEDING) AS session FROM d)
+            SELECT MIN(t), MAX(t) + 10000000, entity_id, COUNT(*) FROM s GROUP BY entity_id, session""",
+  "q8": """SELECT epoch_us(P.ws), epoch_us(P.ws) + 10000000, P.id, P.name
+           FROM (SELECT id, name, time_bucket(INTERVAL 10 SECOND, date_time) AS ws FROM person) P
+           JOIN (SELECT DISTINCT seller, time_bucket(INTERVAL 10 SECOND, date_time) AS ws FROM auction) A
+           ON P.id = A.seller AND P.ws = A.ws""",
+}
+print(json.dumps({name: [list(row) for row in con.execute(sql).fetchall()] for name, sql in queries.items()}))
+"#;
+
+/// Every query in DuckDB over the Parquet files of `glob`: its rows as canonical lines
+/// ([`canonical`]), by query name.
+fn duckdb(glob: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let output = std::process::Command::new("python3")
+        .args(["-c", DUCKDB, glob])
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 with duckdb (pip install duckdb): {e}"));
+    assert!(
+        output.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let by_query: std::collections::BTreeMap<String, Vec<Vec<serde_json::Value>>> =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
+    by_query
+        .into_iter()
+        .map(|(name, rows)| {
+            let mut lines: Vec<String> = rows
+                .iter()
+                .map(|row| {
+                    let cells: Vec<String> = row
+                        .iter()
+                        .map(|cell| match cell {
+                            serde_json::Value::Null => "null".to_string(),
+                            serde_json::Value::Number(n) => match n.as_i64() {
+                                Some(i) => i.to_string(),
+                                None => float_text(n.as_f64().unwrap_or(f64::NAN)),
+                            },
+                            serde_json::Value::String(s) => text_cell(s),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    cells.join(" | ")
+                })
+                .collect();
+            lines.sort();
+            (name, lines)
+        })
+        .collect()
+}
+
+fn float_text(value: f64) -> String {
+    format!("{value:.4}")
+}
+
+/// A text cell as the two engines can agree on it: a number's digits as that number.
+fn text_cell(text: &str) -> String {
+    text.parse::<i64>()
+        .map_or_else(|_| text.to_string(), |i| i.to_string())
+}
+
+/// Rows as sorted lines in the form both engines' rows are compared in: timestamps
+/// as µs since the epoch, integers as integers (also when a JSON operator returned
+/// them as text), floats to four decimals.
+fn canonical(batches: &[RecordBatch]) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
+    let mut lines = Vec::new();
+    for batch in batches {
+        let columns: Vec<Vec<String>> = batch
+            .columns()
+            .iter()
+            .map(|column| {
+                let cast = |to: &DataType| {
+                    arrow::compute::cast(column, to).unwrap_or_else(|e| panic!("{e}"))
+                };
+                let cells = |array: &dyn Array, text: &dyn Fn(usize) -> String| {
+                    (0..array.len())
+                        .map(|i| {
+                            if array.is_null(i) {
+                                "null".to_string()
+                            } else {
+                                text(i)
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                };
+                match column.data_type() {
+                    DataType::Timestamp(..)
+                    | DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64 => {
+                        let ints = cast(&DataType::Int64);
+                        let ints = ints.as_primitive::<Int64Type>();
+                        cells(ints, &|i| ints.value(i).to_string())
+                    }
+                    DataType::Float16
+                    | DataType::Float32
+                    | DataType::Float64
+                    | DataType::Decimal128(..) => {
+                        let floats = cast(&DataType::Float64);
+                        let floats = floats.as_primitive::<Float64Type>();
+                        cells(floats, &|i| float_text(floats.value(i)))
+                    }
+                    _ => {
+                        let texts = cast(&DataType::Utf8);
+                        let texts = texts.as_string::<i32>();
+                        cells(texts, &|i| text_cell(texts.value(i)))
+                    }
+                }
+            })
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<&str> = columns.iter().map(|c| c[row].as_str()).collect();
+            lines.push(cells.join(" | "));
+        }
+    }
+    lines.sort();
+    lines
+}
+
 /// Append `events` to `store`, a request per 1,000 events.
 async fn append(store: &EventStore, events: &[Generated]) {
     for chunk in events.chunks(1_000) {
@@ -327,6 +496,10 @@ async fn check(dir: &std::path::Path, count: usize) -> Vec<usize> {
         append(&store, &generated).await;
         let eventql = EventQl::new(store.clone());
         let input = batches(&generated);
+        // DuckDB reads the same events from the store's Parquet files.
+        store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+        let glob = format!("{}/tables/data/*/*.parquet", path.display());
+        let theirs = duckdb(&glob);
         for query in QUERIES {
             let (out, _) = run(&eventql, query, &input, disorder).await;
             let batch_sql = query.over_table.as_ref().map_or(query.sql, |o| o.batch);
@@ -346,6 +519,20 @@ async fn check(dir: &std::path::Path, count: usize) -> Vec<usize> {
                 panic!(
                     "{} ({label}): row {i} differs: pipeline {:?}, batch {:?}",
                     query.name, streamed[i], expected[i]
+                );
+            }
+            let ours = canonical(&batch);
+            let duck = &theirs[query.name];
+            assert_eq!(
+                ours.len(),
+                duck.len(),
+                "{} ({label}): EventQL and DuckDB give different row counts",
+                query.name
+            );
+            if let Some(i) = (0..ours.len()).find(|&i| ours[i] != duck[i]) {
+                panic!(
+                    "{} ({label}): row {i} differs: EventQL {:?}, DuckDB {:?}",
+                    query.name, ours[i], duck[i]
                 );
             }
             if disorder == 0 {
@@ -389,8 +576,9 @@ fn main() {
         let started = Instant::now();
         let rows = check(&dir, checked).await;
         println!(
-            "Nexmark: every query's pipeline output equals batch EventQL over {checked} events, \
-             in order and out of order ({:.1} s)",
+            "Nexmark: every query's pipeline output equals batch EventQL, and EventQL's \
+             equals DuckDB's over the same Parquet files, over {checked} events, in order \
+             and out of order ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
         if size == Size::Smoke {
