@@ -368,20 +368,19 @@ impl Checkpoints {
     }
 
     async fn read(&self, name: &str) -> Result<Vec<RecordBatch>> {
-        let bytes = self
-            .storage
-            .get(&self.path(name))
-            .await
-            .map_err(storage_error)?
-            .bytes()
-            .await
-            .map_err(storage_error)?;
-        let reader = FileReader::try_new(Cursor::new(bytes), None)?;
+        let reader = self.reader(name).await?;
         Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// The rows of the file `name` as one batch, of the schema the file holds.
     async fn read_whole(&self, name: &str) -> Result<RecordBatch> {
+        let reader = self.reader(name).await?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
+    async fn reader(&self, name: &str) -> Result<FileReader<Cursor<bytes::Bytes>>> {
         let bytes = self
             .storage
             .get(&self.path(name))
@@ -390,10 +389,7 @@ impl Checkpoints {
             .bytes()
             .await
             .map_err(storage_error)?;
-        let reader = FileReader::try_new(Cursor::new(bytes), None)?;
-        let schema = reader.schema();
-        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+        Ok(FileReader::try_new(Cursor::new(bytes), None)?)
     }
 }
 
