@@ -29,6 +29,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::JoinType;
 use datafusion::execution::TaskContext;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::execution_plan::{replace_children_if_necessary, reset_plan_states};
 use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
@@ -137,6 +138,13 @@ impl StreamJoin {
                     .into(),
             ));
         }
+        if [left, right].iter().any(|c| groups(c)) {
+            return Err(Error::Invalid(
+                "a pipeline joins its events with its events, not with totals of them: \
+                 group above the join, or join another pipeline's table"
+                    .into(),
+            ));
+        }
         let (left, right) = (Side::new(left), Side::new(right));
         let inputs: Vec<Arc<dyn ExecutionPlan>> = [&left, &right]
             .into_iter()
@@ -237,6 +245,11 @@ fn joining<'a>(
         return Some(plan);
     }
     children.into_iter().find_map(|c| joining(c, events))
+}
+
+/// Whether `plan` groups (its rows per batch would be partial totals).
+fn groups(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some() || plan.children().into_iter().any(groups)
 }
 
 fn reads(plan: &Arc<dyn ExecutionPlan>, events: &Arc<dyn RowSource>) -> bool {

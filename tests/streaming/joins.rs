@@ -178,4 +178,17 @@ async fn an_outer_self_join_is_refused() {
         other => panic!("an outer self-join: {other:?}"),
     }
     assert!(f.pipelines.get(TENANT, "unsold").is_none());
+    // Totals per batch joined with totals per batch would be partial: refused too.
+    let refused = execute(
+        &f.pipelines,
+        "CREATE PIPELINE busy AS SELECT a.entity_id, a.n, b.n AS other FROM \
+         (SELECT entity_id, COUNT(*) AS n FROM events GROUP BY entity_id) AS a JOIN \
+         (SELECT entity_id, COUNT(*) AS n FROM events GROUP BY entity_id) AS b \
+         ON a.entity_id = b.entity_id",
+    )
+    .await;
+    match refused {
+        Err(Error::Invalid(why)) => assert!(why.contains("not with totals"), "{why}"),
+        other => panic!("a self-join of totals: {other:?}"),
+    }
 }
