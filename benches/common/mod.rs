@@ -67,3 +67,23 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
     sorted[index]
 }
+
+/// The directory the benchmarks write their figures to as JSON (for the charts),
+/// created: `ALLSOURCE_BENCH_RESULTS` or `target/bench-results`.
+#[allow(dead_code)] // not every benchmark writes figures
+pub fn results_dir() -> PathBuf {
+    let dir = std::env::var("ALLSOURCE_BENCH_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/bench-results"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// Write `figures` to `<results_dir>/<name>.json`.
+#[allow(dead_code)] // not every benchmark writes figures
+pub fn write_results(name: &str, figures: &serde_json::Value) {
+    let path = results_dir().join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(figures).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("Figures written to {}", path.display());
+}

@@ -18,6 +18,8 @@
 //! base; with `disorder` set, each event's time moves back by a uniform amount up to
 //! it. Everything comes from one seeded generator: a seed gives the same events.
 
+use allsource::engine::{AppendRequest, EventData, EventStore, ExpectedVersion};
+
 /// The generator's parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -401,5 +403,22 @@ pub fn check_definition() {
         // Seeded: the same events again.
         let again: Vec<Generated> = Generator::new(config).take(5_000).collect();
         assert_eq!(events, again);
+    }
+}
+
+/// Append `events` to `store` under `tenant`, a request per 1,000 events.
+pub async fn append(store: &EventStore, tenant: &str, events: &[Generated]) {
+    for chunk in events.chunks(1_000) {
+        let mut request = AppendRequest::new(tenant);
+        for g in chunk {
+            let (kind, entity, payload) = g.to_event();
+            let event =
+                EventData::new(kind, payload.to_string()).with_timestamp_micros(g.time_micros);
+            request = request.stream(entity, ExpectedVersion::Any, vec![event]);
+        }
+        store
+            .append(request)
+            .await
+            .unwrap_or_else(|e| panic!("appending: {e}"));
     }
 }

@@ -1,0 +1,334 @@
+//! Batch analytics side by side: the Nexmark queries' batch forms and a set of
+//! event-analytics queries, run by AllSource (EventQL), DuckDB and Polars over the
+//! same Parquet files, in the same run.
+//!
+//! The Nexmark generator's events (in order, 1,000 events per second of event time)
+//! are appended to a store, flushed to Parquet and the store reopened, so every
+//! engine reads the same files and nothing else. Each query's result is materialised
+//! in memory (Arrow batches for AllSource, an Arrow table for DuckDB, a DataFrame for
+//! Polars); every run reads the files again (the OS page cache is warm for all three).
+//! Each engine runs every query several times (3 with `--quick`, 5 in a full run),
+//! round after round; the table gives the median and the spread, and the ratios of
+//! the medians, with their geometric mean.
+//!
+//! Before timing, a small store's events are checked: every query's rows must be the
+//! same in all three engines.
+//!
+//! Run: `cargo bench --bench analytics` (`-- --quick` for a short run). Needs
+//! `python3` with `duckdb` and `polars`. Under `cargo test` it runs the check only.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../nexmark/compare.rs"]
+mod compare;
+#[allow(dead_code)] // the generator's own check is the streaming benchmark's
+#[path = "../nexmark/generator.rs"]
+mod generator;
+#[allow(dead_code)] // the pipelines' part of the queries
+#[path = "../nexmark/queries.rs"]
+mod queries;
+
+use std::path::Path;
+use std::time::Instant;
+
+use allsource::engine::{Durability, EventStore, StoreConfig};
+use allsource::sql::EventQl;
+use common::Size;
+use compare::{Engine, Files};
+use generator::{BASE_MICROS, Config, Generator};
+use serde_json::json;
+
+const TENANT: &str = "nexmark";
+const RATE: u64 = 1_000;
+
+/// An event-analytics query: its name (as `engines.py` knows it), what it asks, and
+/// its EventQL; `{from}` and `{to}` stand for the time range's bounds.
+struct Analytics {
+    name: &'static str,
+    what: &'static str,
+    sql: &'static str,
+}
+
+const ANALYTICS: &[Analytics] = &[
+    Analytics {
+        name: "types",
+        what: "events per type",
+        sql: "SELECT event_type, COUNT(*) FROM events GROUP BY event_type",
+    },
+    Analytics {
+        name: "per_minute",
+        what: "bids and average price per minute and channel",
+        sql: "SELECT date_trunc('minute', timestamp), payload->>'channel', COUNT(*), \
+                AVG(CAST(payload->>'price' AS BIGINT)) \
+              FROM events WHERE event_type = 'bid' \
+              GROUP BY date_trunc('minute', timestamp), payload->>'channel'",
+    },
+    Analytics {
+        name: "top_bidders",
+        what: "the 10 bidders with the most bids",
+        sql: "SELECT entity_id, COUNT(*) AS n FROM events WHERE event_type = 'bid' \
+              GROUP BY entity_id ORDER BY n DESC, entity_id LIMIT 10",
+    },
+    Analytics {
+        name: "distinct_bidders",
+        what: "distinct bidders per auction",
+        sql: "SELECT payload->>'auction', COUNT(DISTINCT payload->>'bidder') \
+              FROM events WHERE event_type = 'bid' GROUP BY payload->>'auction'",
+    },
+    Analytics {
+        name: "latest_bid",
+        what: "each auction's latest bid price",
+        sql: "SELECT payload->>'auction', \
+                last_value(CAST(payload->>'price' AS BIGINT) ORDER BY timestamp) \
+              FROM events WHERE event_type = 'bid' GROUP BY payload->>'auction'",
+    },
+    Analytics {
+        name: "time_range",
+        what: "bids and their total in a time range (a quarter of the events)",
+        sql: "SELECT COUNT(*), SUM(CAST(payload->>'price' AS BIGINT)) FROM events \
+              WHERE event_type = 'bid' \
+                AND timestamp >= TIMESTAMP '{from}' AND timestamp < TIMESTAMP '{to}'",
+    },
+    Analytics {
+        name: "bidder_activity",
+        what: "first and last bid and bids per bidder",
+        sql: "SELECT entity_id, MIN(timestamp), MAX(timestamp), COUNT(*) \
+              FROM events WHERE event_type = 'bid' GROUP BY entity_id",
+    },
+];
+
+/// A query as every engine runs it.
+struct Batch {
+    name: &'static str,
+    what: &'static str,
+    sql: String,
+}
+
+/// The time range the `time_range` query covers: the second quarter of `count`
+/// events' event time, µs since the epoch.
+fn range_micros(count: usize) -> (i64, i64) {
+    let step = 1_000_000 / RATE as i64;
+    let quarter = count as i64 / 4;
+    (
+        BASE_MICROS + quarter * step,
+        BASE_MICROS + 2 * quarter * step,
+    )
+}
+
+/// µs since the epoch as an SQL timestamp literal, UTC.
+fn timestamp_text(micros: i64) -> String {
+    let at = chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_else(|| panic!("{micros} µs is out of range"));
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Every query, Nexmark's batch forms first, for a run over `count` events.
+fn batch_queries(count: usize) -> Vec<Batch> {
+    let (from, to) = range_micros(count);
+    let nexmark = queries::QUERIES.iter().map(|q| Batch {
+        name: q.name,
+        what: q.what,
+        sql: q.batch_sql().to_string(),
+    });
+    let analytics = ANALYTICS.iter().map(|a| Batch {
+        name: a.name,
+        what: a.what,
+        sql: a
+            .sql
+            .replace("{from}", &timestamp_text(from))
+            .replace("{to}", &timestamp_text(to)),
+    });
+    nexmark.chain(analytics).collect()
+}
+
+/// A store at `path` holding `count` generated events, all of them in Parquet: the
+/// store is flushed and reopened, so nothing is read from its memory.
+async fn store_of(path: &Path, count: usize) -> EventStore {
+    let _ = std::fs::remove_dir_all(path);
+    let config = StoreConfig::new(path).with_durability(Durability::Never);
+    let store = EventStore::open(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<_> = Generator::new(Config {
+        rate: RATE,
+        disorder_micros: 0,
+        seed: 42,
+    })
+    .take(count)
+    .collect();
+    generator::append(&store, TENANT, &events).await;
+    store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+    EventStore::open(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn glob(path: &Path) -> String {
+    format!("{}/tables/data/*/*.parquet", path.display())
+}
+
+/// Every query's rows in AllSource against DuckDB's and Polars', over `count` events.
+async fn check(dir: &Path, count: usize) {
+    let path = dir.join("check");
+    let store = store_of(&path, count).await;
+    let eventql = EventQl::new(store.clone());
+    let glob = glob(&path);
+    let files = Files {
+        glob: &glob,
+        range_micros: range_micros(count),
+    };
+    let theirs = [Engine::DuckDb, Engine::Polars].map(|e| (e, compare::rows(e, &files)));
+    for query in batch_queries(count) {
+        let ours = eventql
+            .query(TENANT, &query.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", query.name));
+        let ours = compare::canonical(&ours);
+        assert!(!ours.is_empty(), "{}: no rows to compare", query.name);
+        for (engine, rows) in &theirs {
+            compare::assert_same(query.name, &ours, engine.name(), &rows[query.name]);
+        }
+    }
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    drop(store);
+    let _ = std::fs::remove_dir_all(&path);
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn millis(seconds: f64) -> String {
+    let ms = seconds * 1e3;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else {
+        format!("{ms:.1}")
+    }
+}
+
+fn spread(values: &[f64]) -> String {
+    let lowest = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = values.iter().copied().fold(0.0, f64::max);
+    format!("{}–{}", millis(lowest), millis(highest))
+}
+
+fn geometric_mean(ratios: &[f64]) -> f64 {
+    (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+}
+
+fn main() {
+    let size = Size::from_args();
+    let runtime = common::runtime();
+    runtime.block_on(async {
+        let dir = common::data_dir().join("analytics");
+        let checked = 20_000;
+        let started = Instant::now();
+        check(&dir, checked).await;
+        println!(
+            "Analytics: every query gives the same rows in AllSource, DuckDB and Polars over \
+             the same Parquet files ({checked} events, {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        if size == Size::Smoke {
+            return;
+        }
+        let count = size.pick(0, 1_000_000, 5_000_000);
+        let runs = size.pick(1, 3, 5);
+        let path = dir.join("timed");
+        let started = Instant::now();
+        let store = store_of(&path, count).await;
+        println!(
+            "{count} events appended, flushed to Parquet and the store reopened ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        let eventql = EventQl::new(store.clone());
+        let queries = batch_queries(count);
+        let mut ours: Vec<Vec<f64>> = vec![Vec::new(); queries.len()];
+        let mut our_rows = vec![0; queries.len()];
+        for _ in 0..runs {
+            for (i, query) in queries.iter().enumerate() {
+                let started = Instant::now();
+                let out = eventql
+                    .query(TENANT, &query.sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", query.name));
+                ours[i].push(started.elapsed().as_secs_f64());
+                our_rows[i] = out.iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+        }
+        let glob = glob(&path);
+        let files = Files {
+            glob: &glob,
+            range_micros: range_micros(count),
+        };
+        let duckdb = compare::time(Engine::DuckDb, &files, runs);
+        let polars = compare::time(Engine::Polars, &files, runs);
+        store.close().unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+
+        println!();
+        println!(
+            "Batch analytics over {count} Nexmark events in Parquet (one tenant), \
+             DuckDB {} and Polars {}: medians of {runs} runs (min–max), ms",
+            duckdb.version, polars.version
+        );
+        println!();
+        println!(
+            "| query | what | rows | AllSource | DuckDB | Polars | min–max AllSource / DuckDB / \
+             Polars | AllSource / DuckDB | AllSource / Polars |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---|---:|---:|");
+        let (mut to_duckdb, mut to_polars) = (Vec::new(), Vec::new());
+        let mut figures = Vec::new();
+        for (i, query) in queries.iter().enumerate() {
+            let theirs = [&duckdb, &polars].map(|t| &t.seconds[query.name]);
+            for (engine, timed) in [("DuckDB", &duckdb), ("Polars", &polars)] {
+                assert_eq!(
+                    timed.rows[query.name], our_rows[i],
+                    "{}: {engine} gives another row count than AllSource",
+                    query.name
+                );
+            }
+            let ratios = [
+                median(&ours[i]) / median(theirs[0]),
+                median(&ours[i]) / median(theirs[1]),
+            ];
+            to_duckdb.push(ratios[0]);
+            to_polars.push(ratios[1]);
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {:.2} | {:.2} |",
+                query.name,
+                query.what,
+                our_rows[i],
+                millis(median(&ours[i])),
+                millis(median(theirs[0])),
+                millis(median(theirs[1])),
+                spread(&ours[i]),
+                spread(theirs[0]),
+                spread(theirs[1]),
+                ratios[0],
+                ratios[1]
+            );
+            figures.push(json!({
+                "query": query.name,
+                "what": query.what,
+                "rows": our_rows[i],
+                "seconds": {"AllSource": ours[i], "DuckDB": theirs[0], "Polars": theirs[1]},
+            }));
+        }
+        let (gm_duckdb, gm_polars) = (geometric_mean(&to_duckdb), geometric_mean(&to_polars));
+        println!("| geometric mean | | | | | | | **{gm_duckdb:.2}** | **{gm_polars:.2}** |");
+        common::write_results(
+            "analytics",
+            &json!({
+                "events": count,
+                "runs": runs,
+                "versions": {"DuckDB": duckdb.version, "Polars": polars.version},
+                "queries": figures,
+                "geometric_mean": {"DuckDB": gm_duckdb, "Polars": gm_polars},
+            }),
+        );
+        let _ = std::fs::remove_dir_all(&path);
+    });
+}
