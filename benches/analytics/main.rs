@@ -16,6 +16,9 @@
 //!
 //! Run: `cargo bench --bench analytics` (`-- --quick` for a short run). Needs
 //! `python3` with `duckdb` and `polars`. Under `cargo test` it runs the check only.
+//! `ALLSOURCE_BENCH_EXPLAIN=<query>,…` prints those queries' plans with their metrics.
+//! `ALLSOURCE_BENCH_KEEP=1` keeps the timed store, to look at its queries with
+//! `allsource serve --data-dir target/bench-data/analytics/timed`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -176,6 +179,8 @@ async fn check(dir: &Path, count: usize) {
         range_micros: range_micros(count),
     };
     let theirs = [Engine::DuckDb, Engine::Polars].map(|e| (e, compare::rows(e, &files)));
+    // One timed round too, so the timing path is exercised wherever the check runs.
+    let timed = [Engine::DuckDb, Engine::Polars].map(|e| (e, compare::time(e, &files, 1)));
     for query in batch_queries(count) {
         let ours = eventql
             .query(TENANT, &query.sql)
@@ -186,10 +191,34 @@ async fn check(dir: &Path, count: usize) {
         for (engine, rows) in &theirs {
             compare::assert_same(query.name, &ours, engine.name(), &rows[query.name]);
         }
+        for (engine, timed) in &timed {
+            assert_eq!(
+                timed.rows[query.name],
+                ours.len(),
+                "{}: {}'s timed run gives another row count",
+                query.name,
+                engine.name()
+            );
+        }
     }
     store.close().unwrap_or_else(|e| panic!("{e}"));
     drop(store);
     let _ = std::fs::remove_dir_all(&path);
+}
+
+/// Print the plan of the query named `name` as it ran, with its metrics.
+async fn explain(eventql: &EventQl, queries: &[Batch], name: &str) {
+    let query = queries
+        .iter()
+        .find(|q| q.name == name)
+        .unwrap_or_else(|| panic!("no query named {name}"));
+    let sql = format!("EXPLAIN ANALYZE {}", query.sql);
+    let out = eventql
+        .query(TENANT, &sql)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = arrow::util::pretty::pretty_format_batches(&out).unwrap_or_else(|e| panic!("{e}"));
+    println!("{text}");
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -255,6 +284,11 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{}: {e}", query.name));
                 ours[i].push(started.elapsed().as_secs_f64());
                 our_rows[i] = out.iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+        }
+        if let Ok(names) = std::env::var("ALLSOURCE_BENCH_EXPLAIN") {
+            for name in names.split(',') {
+                explain(&eventql, &queries, name).await;
             }
         }
         let glob = glob(&path);
@@ -329,6 +363,10 @@ fn main() {
                 "geometric_mean": {"DuckDB": gm_duckdb, "Polars": gm_polars},
             }),
         );
-        let _ = std::fs::remove_dir_all(&path);
+        if std::env::var_os("ALLSOURCE_BENCH_KEEP").is_some() {
+            println!("The store is kept in {}", path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     });
 }

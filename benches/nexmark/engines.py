@@ -90,7 +90,7 @@ def duckdb_queries(glob, from_us, to_us):
     }
 
     def run(name):
-        return con.execute(queries[name]).arrow()
+        return con.execute(queries[name]).to_arrow_table()
 
     def rows(name):
         return [list(row) for row in con.execute(queries[name]).fetchall()]
