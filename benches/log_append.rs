@@ -21,7 +21,6 @@ mod common;
 
 use common::{Size, percentile};
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,7 @@ fn main() {
     let runtime = common::runtime();
 
     let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with("--")).collect();
-    let fsync = fsync_latencies(&base, 1000 / scale as usize);
+    let fsync = common::fsync_latencies(&base, 1000 / scale as usize);
     let scenarios = [
         (Durability::Never, 1, 1, 200_000),
         (Durability::Never, 1, 100, 2_000_000),
@@ -148,22 +147,6 @@ fn payload() -> String {
     let text = r#"{"order_id":"ord-000123","customer":{"id":"cust-42","tier":"gold"},"items":[{"sku":"A-1","qty":2,"price":19.99},{"sku":"B-7","qty":1,"price":5.5}],"total":45.48,"currency":"EUR","channel":"web"}"#;
     debug_assert!((190..=210).contains(&text.len()));
     text.to_string()
-}
-
-/// Latency of a 4 KiB write + fdatasync on the benchmark's disk.
-fn fsync_latencies(base: &Path, rounds: usize) -> Vec<Duration> {
-    let path = base.join("fsync-probe");
-    let mut file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-    let block = vec![7u8; 4096];
-    let mut latencies = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        file.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
-        let t = Instant::now();
-        file.sync_data().unwrap_or_else(|e| panic!("{e}"));
-        latencies.push(t.elapsed());
-    }
-    let _ = std::fs::remove_file(&path);
-    latencies
 }
 
 fn micros(d: Duration) -> String {

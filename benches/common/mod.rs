@@ -87,3 +87,20 @@ pub fn write_results(name: &str, figures: &serde_json::Value) {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     println!("Figures written to {}", path.display());
 }
+
+/// Latency of a 4 KiB write + fdatasync on the benchmark's disk, `rounds` times.
+#[allow(dead_code)] // only the append benchmarks probe the disk
+pub fn fsync_latencies(base: &std::path::Path, rounds: usize) -> Vec<Duration> {
+    let path = base.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let block = vec![7u8; 4096];
+    let mut latencies = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        std::io::Write::write_all(&mut file, &block).unwrap_or_else(|e| panic!("{e}"));
+        let t = std::time::Instant::now();
+        file.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        latencies.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    latencies
+}
