@@ -437,8 +437,7 @@ fn main() {
         },
         Scenario {
             system: "PostgreSQL",
-            how: "COPY FROM STDIN (psql \\copy, CSV), jsonb payload, key (tenant, entity_id, version)"
-                .to_string(),
+            how: "COPY FROM STDIN (psql \\copy, CSV), jsonb, key (stream, version)".to_string(),
             durable: true,
             events: count,
             runs: Vec::new(),

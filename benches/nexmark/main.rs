@@ -294,6 +294,7 @@ fn main() {
              min–max | rows ({checked} events) |"
         );
         println!("|---|---|---:|---|---:|---|---:|");
+        let mut figures = Vec::new();
         for (query, checked_rows) in QUERIES.iter().zip(&rows) {
             let mut ordered = Vec::with_capacity(runs);
             let mut shuffled = Vec::with_capacity(runs);
@@ -311,7 +312,17 @@ fn main() {
                 spread(&shuffled),
                 checked_rows
             );
+            figures.push(serde_json::json!({
+                "query": query.name,
+                "what": query.what,
+                "in_order": ordered,
+                "out_of_order": shuffled,
+            }));
         }
+        common::write_results(
+            "nexmark",
+            &serde_json::json!({"events": count, "runs": runs, "queries": figures}),
+        );
         store.close().unwrap_or_else(|e| panic!("{e}"));
         let _ = std::fs::remove_dir_all(&path);
     });
