@@ -29,17 +29,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{Column, DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::common::{Column, Result, ScalarValue, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::functions::datetime::expr_fn::date_bin;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
-use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::functions_window::expr_fn::lag;
+use datafusion::functions_window::expr_fn::{lag, lead};
 use datafusion::logical_expr::expr::WindowFunction as WindowExpr;
 use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, WindowFrame, case, cast, col, lit,
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, WindowFrame, WindowFrameBound,
+    WindowFrameUnits, case, cast, col, lit,
 };
 
 /// The table the window functions read: the only one they accept as first argument.
@@ -271,6 +271,14 @@ impl WindowFunction {
     /// `events` with the `window_start` and `window_end` of each event's session:
     /// per partition, in time order, a session starts at an event `gap` or more
     /// after the previous one.
+    ///
+    /// All in one ordering of the events (by partition, then time), with no session
+    /// number: an event starts a session when the one before it is `gap` or more
+    /// earlier (or there is none), and ends one when the one after it is `gap` or more
+    /// later (or there is none). Its session's start is then the latest start at or
+    /// before it (a running maximum), and its session's end the first end at or after
+    /// it (a minimum over the rows that follow). Events at the same time never split:
+    /// the later of two peers is never `gap` after the earlier.
     fn sessions(&self, time: &str, gap: i64, partition: &[String]) -> Result<LogicalPlan> {
         let (mut columns, time_type) = self.columns(time)?;
         let schema = self.events.schema();
@@ -281,78 +289,118 @@ impl WindowFunction {
         }
         let keys: Vec<Expr> = partition.iter().map(col).collect();
         let time = Expr::Column(Column::new(Some(SOURCE), time));
-        let micros = cast(time.clone(), DataType::Int64);
-        let previous = lag(micros.clone(), Some(1), None)
-            .partition_by(keys.clone())
-            .order_by(vec![time.clone().sort(true, false)])
-            .build()?
-            .alias("__previous");
-        let starts = case(
+        let order = vec![time.clone().sort(true, false)];
+        let micros = cast(time, DataType::Int64);
+        let neighbour = |function: Expr, name: &str| {
+            function
+                .partition_by(keys.clone())
+                .order_by(order.clone())
+                .build()
+                .map(|e| e.alias(name))
+        };
+        let previous = neighbour(lag(micros.clone(), Some(1), None), "__previous")?;
+        let next = neighbour(lead(micros.clone(), Some(1), None), "__next")?;
+        let bound = |is_bound: Expr| {
+            case(is_bound)
+                .when(lit(true), micros.clone())
+                .otherwise(lit(ScalarValue::Int64(None)))
+        };
+        let starts = bound(
             col("__previous")
                 .is_null()
-                .or((micros - col("__previous")).gt_eq(lit(gap))),
-        )
-        .when(lit(true), lit(1_i64))
-        .otherwise(lit(0_i64))?;
-        let mut with_start = columns.clone();
-        with_start.push(starts.alias("__starts"));
-        // Peers (equal times) share a frame, so a session number never splits them.
-        let number = Expr::from(WindowExpr::new(sum_udaf(), vec![col("__starts")]))
-            .partition_by(keys.clone())
-            .order_by(vec![time.clone().sort(true, false)])
-            .window_frame(WindowFrame::new(Some(false)))
-            .build()?
-            .alias("__session");
-        let mut session_keys = keys;
-        session_keys.push(col("__session"));
-        let first = Expr::from(WindowExpr::new(min_udaf(), vec![time.clone()]))
-            .partition_by(session_keys.clone())
-            .build()?
-            .alias("__first");
-        let last = Expr::from(WindowExpr::new(max_udaf(), vec![time]))
-            .partition_by(session_keys)
-            .build()?
-            .alias("__last");
-        columns.push(cast(col("__first"), time_type.clone()).alias("window_start"));
-        columns
-            .push(cast(col("__last") + lit(micros_interval(gap)), time_type).alias("window_end"));
+                .or((micros.clone() - col("__previous")).gt_eq(lit(gap))),
+        )?;
+        let ends = bound(
+            col("__next")
+                .is_null()
+                .or((col("__next") - micros.clone()).gt_eq(lit(gap))),
+        )?;
+        let mut with_bounds = columns.clone();
+        with_bounds.push(starts.alias("__starts_at"));
+        with_bounds.push(ends.alias("__ends_at"));
+        let over_rows = |function, argument: &str, frame: WindowFrame, name: &str| {
+            Expr::from(WindowExpr::new(function, vec![col(argument)]))
+                .partition_by(keys.clone())
+                .order_by(order.clone())
+                .window_frame(frame)
+                .build()
+                .map(|e| e.alias(name))
+        };
+        let so_far = WindowFrame::new_bounds(
+            WindowFrameUnits::Rows,
+            WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+            WindowFrameBound::CurrentRow,
+        );
+        let from_here = WindowFrame::new_bounds(
+            WindowFrameUnits::Rows,
+            WindowFrameBound::CurrentRow,
+            WindowFrameBound::Following(ScalarValue::UInt64(None)),
+        );
+        let first = over_rows(max_udaf(), "__starts_at", so_far, "__first")?;
+        let last = over_rows(min_udaf(), "__ends_at", from_here, "__last")?;
+        let micros_type = in_micros(&time_type);
+        let in_type = |micros: Expr| cast(cast(micros, micros_type.clone()), time_type.clone());
+        columns.push(in_type(col("__first")).alias("window_start"));
+        columns.push(in_type(col("__last") + lit(gap)).alias("window_end"));
         self.scan()?
-            .window(vec![previous])?
-            .project(with_start)?
-            .window(vec![number])?
+            .window(vec![previous, next])?
+            .project(with_bounds)?
             .window(vec![first, last])?
             .project(columns)?
             .build()
     }
 
     /// `events` with `window_start` and `window_end`, once per window holding each
-    /// event.
+    /// event. A tumbling window is a projection of the scan. A hopping one crosses
+    /// the scan with the offsets `0 .. size / slide` (a small `VALUES` on the build
+    /// side), so the events are read once and each batch is repeated per window,
+    /// sharing its columns, rather than scanning the log once per offset.
     fn plan(&self, time: &str, slide: i64, size: i64) -> Result<LogicalPlan> {
-        let (columns, time_type) = self.columns(time)?;
+        let (mut columns, time_type) = self.columns(time)?;
         let time = Expr::Column(Column::new(Some(SOURCE), time));
         let origin = lit(ScalarValue::TimestampMicrosecond(
             Some(0),
             Some("UTC".into()),
         ));
         let latest_start = date_bin(lit(micros_interval(slide)), time, origin);
-        let mut plan: Option<LogicalPlanBuilder> = None;
-        for back in 0..size / slide {
-            let start = latest_start.clone() - lit(micros_interval(back * slide));
-            let end = start.clone() + lit(micros_interval(size));
-            let (start, end) = (cast(start, time_type.clone()), cast(end, time_type.clone()));
-            let mut projection = columns.clone();
-            projection.push(start.alias("window_start"));
-            projection.push(end.alias("window_end"));
-            let windows = self.scan()?.project(projection)?;
-            plan = Some(match plan {
-                None => windows,
-                Some(earlier) => earlier.union(windows.build()?)?,
-            });
+        let count = size / slide;
+        if count == 1 {
+            let end = latest_start.clone() + lit(micros_interval(size));
+            columns.push(cast(latest_start, time_type.clone()).alias("window_start"));
+            columns.push(cast(end, time_type).alias("window_end"));
+            return self.scan()?.project(columns)?.build();
         }
-        plan.ok_or_else(|| DataFusionError::Plan("a window needs a size".into()))?
+        let offsets: Vec<Vec<Expr>> = (0..count).map(|back| vec![lit(back * slide)]).collect();
+        let offsets = LogicalPlanBuilder::values(offsets)?
+            .project(vec![col("column1").alias(OFFSET)])?
+            .build()?;
+        // µs arithmetic, since an interval cannot be scaled by a column (and
+        // `date_bin` answers in ns), then back to the time column's type.
+        let micros_type = in_micros(&time_type);
+        let start_micros =
+            cast(cast(latest_start, micros_type.clone()), DataType::Int64) - col(OFFSET);
+        let in_type = |micros: Expr| cast(cast(micros, micros_type.clone()), time_type.clone());
+        let start = in_type(start_micros.clone());
+        let end = in_type(start_micros + lit(size));
+        columns.push(start.alias("window_start"));
+        columns.push(end.alias("window_end"));
+        LogicalPlanBuilder::from(offsets)
+            .cross_join(self.scan()?.build()?)?
+            .project(columns)?
             .build()
     }
 }
+
+/// A time column's type with µs as its unit, for arithmetic on its values as µs.
+fn in_micros(time_type: &DataType) -> DataType {
+    match time_type {
+        DataType::Timestamp(_, zone) => DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+        other => other.clone(),
+    }
+}
+
+/// The column of a hopping window's offset (µs back from the latest window start).
+const OFFSET: &str = "__window_offset";
 
 fn micros_interval(micros: i64) -> ScalarValue {
     ScalarValue::new_interval_mdn(0, 0, micros * 1000)
