@@ -35,12 +35,11 @@ use datafusion::common::{Column, Result, ScalarValue, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::functions::datetime::expr_fn::date_bin;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
-use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_window::expr_fn::{lag, lead};
 use datafusion::logical_expr::expr::WindowFunction as WindowExpr;
 use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, Operator, SortExpr, WindowFrame,
-    WindowFrameBound, WindowFrameUnits, binary_expr, case, cast, col, lit, not,
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, WindowFrame, WindowFrameBound,
+    WindowFrameUnits, case, cast, col, lit,
 };
 
 /// The table the window functions read: the only one they accept as first argument.
@@ -273,22 +272,13 @@ impl WindowFunction {
     /// per partition, in time order, a session starts at an event `gap` or more
     /// after the previous one.
     ///
-    /// All in one ordering of all events (by the partition columns, then time), with
-    /// window functions over that whole ordering rather than one partition at a time
-    /// (tens of thousands of small partitions cost more in per-partition overhead
-    /// than the work itself):
-    ///
-    /// 1. an event starts a session when the event before it is of another partition,
-    ///    or `gap` or more earlier; it ends one when the event after it is of another
-    ///    partition, or `gap` or more later;
-    /// 2. a running count of starts numbers the sessions, increasing along the order;
-    /// 3. each start and end is marked with `session × 10²⁰ + time` (a 128-bit
-    ///    decimal), which also increases along the order, so an event's session start
-    ///    is the greatest start mark up to it, and its session end the least end mark
-    ///    from it on; the session number is then taken off again.
-    ///
-    /// Events at the same time never split a session: the later of two peers is
-    /// never `gap` after the earlier.
+    /// All in one ordering of the events (by partition, then time), with no session
+    /// number: an event starts a session when the one before it is `gap` or more
+    /// earlier (or there is none), and ends one when the one after it is `gap` or more
+    /// later (or there is none). Its session's start is then the latest start at or
+    /// before it (a running maximum), and its session's end the first end at or after
+    /// it (a minimum over the rows that follow). Events at the same time never split:
+    /// the later of two peers is never `gap` after the earlier.
     fn sessions(&self, time: &str, gap: i64, partition: &[String]) -> Result<LogicalPlan> {
         let (mut columns, time_type) = self.columns(time)?;
         let schema = self.events.schema();
@@ -299,47 +289,43 @@ impl WindowFunction {
         }
         let keys: Vec<Expr> = partition.iter().map(col).collect();
         let time = Expr::Column(Column::new(Some(SOURCE), time));
-        let mut order: Vec<SortExpr> = keys.iter().map(|k| k.clone().sort(true, false)).collect();
-        order.push(time.clone().sort(true, false));
+        let order = vec![time.clone().sort(true, false)];
         let micros = cast(time, DataType::Int64);
-        let over = |function: Expr, frame: Option<WindowFrame>, name: &str| {
-            let builder = function.order_by(order.clone());
-            let builder = match frame {
-                Some(frame) => builder.window_frame(frame),
-                None => builder,
-            };
-            builder.build().map(|e| e.alias(name))
+        let neighbour = |function: Expr, name: &str| {
+            function
+                .partition_by(keys.clone())
+                .order_by(order.clone())
+                .build()
+                .map(|e| e.alias(name))
         };
-
-        // 1. Each event's neighbours in the ordering, and whether it starts or ends a
-        //    session.
-        let mut neighbours = vec![
-            over(lag(micros.clone(), Some(1), None), None, "__previous")?,
-            over(lead(micros.clone(), Some(1), None), None, "__next")?,
-        ];
-        let (mut same_before, mut same_after) = (lit(true), lit(true));
-        let same = Operator::IsNotDistinctFrom;
-        for (i, key) in keys.iter().enumerate() {
-            let (before, after) = (format!("__previous_key{i}"), format!("__next_key{i}"));
-            neighbours.push(over(lag(key.clone(), Some(1), None), None, &before)?);
-            neighbours.push(over(lead(key.clone(), Some(1), None), None, &after)?);
-            same_before = same_before.and(binary_expr(col(before), same, key.clone()));
-            same_after = same_after.and(binary_expr(col(after), same, key.clone()));
-        }
-        let starts = col("__previous")
-            .is_null()
-            .or(not(same_before))
-            .or((micros.clone() - col("__previous")).gt_eq(lit(gap)));
-        let ends = col("__next")
-            .is_null()
-            .or(not(same_after))
-            .or((col("__next") - micros.clone()).gt_eq(lit(gap)));
+        let previous = neighbour(lag(micros.clone(), Some(1), None), "__previous")?;
+        let next = neighbour(lead(micros.clone(), Some(1), None), "__next")?;
+        let bound = |is_bound: Expr| {
+            case(is_bound)
+                .when(lit(true), micros.clone())
+                .otherwise(lit(ScalarValue::Int64(None)))
+        };
+        let starts = bound(
+            col("__previous")
+                .is_null()
+                .or((micros.clone() - col("__previous")).gt_eq(lit(gap))),
+        )?;
+        let ends = bound(
+            col("__next")
+                .is_null()
+                .or((col("__next") - micros.clone()).gt_eq(lit(gap))),
+        )?;
         let mut with_bounds = columns.clone();
-        with_bounds.push(micros.clone().alias("__micros"));
-        with_bounds.push(starts.alias("__starts"));
-        with_bounds.push(ends.alias("__ends"));
-
-        // 2. Session numbers.
+        with_bounds.push(starts.alias("__starts_at"));
+        with_bounds.push(ends.alias("__ends_at"));
+        let over_rows = |function, argument: &str, frame: WindowFrame, name: &str| {
+            Expr::from(WindowExpr::new(function, vec![col(argument)]))
+                .partition_by(keys.clone())
+                .order_by(order.clone())
+                .window_frame(frame)
+                .build()
+                .map(|e| e.alias(name))
+        };
         let so_far = WindowFrame::new_bounds(
             WindowFrameUnits::Rows,
             WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
@@ -350,55 +336,15 @@ impl WindowFunction {
             WindowFrameBound::CurrentRow,
             WindowFrameBound::Following(ScalarValue::UInt64(None)),
         );
-        let one_per_start = case(col("__starts"))
-            .when(lit(true), lit(1_i64))
-            .otherwise(lit(0_i64))?;
-        let number = over(
-            Expr::from(WindowExpr::new(sum_udaf(), vec![one_per_start])),
-            Some(so_far.clone()),
-            "__session",
-        )?;
-        let mut numbered: Vec<Expr> = columns.clone();
-        numbered.push(col("__micros"));
-        numbered.push(col("__session"));
-
-        // 3. Marks, and the bounds they give.
-        let session = cast(col("__session"), MARK);
-        let mark = |is_bound: &str| {
-            case(col(is_bound))
-                .when(
-                    lit(true),
-                    session.clone() * mark_lit(SESSION_STEP)
-                        + cast(col("__micros"), MARK)
-                        + mark_lit(TIME_SHIFT),
-                )
-                .otherwise(lit(ScalarValue::Decimal128(None, 38, 0)))
-        };
-        numbered.push(mark("__starts")?.alias("__start_mark"));
-        numbered.push(mark("__ends")?.alias("__end_mark"));
-        let mark_of = |function, argument: &str, frame, name: &str| {
-            over(
-                Expr::from(WindowExpr::new(function, vec![col(argument)])),
-                Some(frame),
-                name,
-            )
-        };
-        let first = mark_of(max_udaf(), "__start_mark", so_far, "__first")?;
-        let last = mark_of(min_udaf(), "__end_mark", from_here, "__last")?;
-        let bound = |mark: &str| {
-            let micros =
-                col(mark) - session.clone() * mark_lit(SESSION_STEP) - mark_lit(TIME_SHIFT);
-            cast(micros, DataType::Int64)
-        };
+        let first = over_rows(max_udaf(), "__starts_at", so_far, "__first")?;
+        let last = over_rows(min_udaf(), "__ends_at", from_here, "__last")?;
         let micros_type = in_micros(&time_type);
         let in_type = |micros: Expr| cast(cast(micros, micros_type.clone()), time_type.clone());
-        columns.push(in_type(bound("__first")).alias("window_start"));
-        columns.push(in_type(bound("__last") + lit(gap)).alias("window_end"));
+        columns.push(in_type(col("__first")).alias("window_start"));
+        columns.push(in_type(col("__last") + lit(gap)).alias("window_end"));
         self.scan()?
-            .window(neighbours)?
+            .window(vec![previous, next])?
             .project(with_bounds)?
-            .window(vec![number])?
-            .project(numbered)?
             .window(vec![first, last])?
             .project(columns)?
             .build()
@@ -451,17 +397,6 @@ fn in_micros(time_type: &DataType) -> DataType {
         DataType::Timestamp(_, zone) => DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
         other => other.clone(),
     }
-}
-
-/// The type of a session mark: `session × SESSION_STEP + time + TIME_SHIFT`, wide
-/// enough for any session number and any µs time.
-const MARK: DataType = DataType::Decimal128(38, 0);
-/// Every µs time shifted by `TIME_SHIFT` lies in `0 .. SESSION_STEP`.
-const SESSION_STEP: i128 = 100_000_000_000_000_000_000;
-const TIME_SHIFT: i128 = 10_000_000_000_000_000_000;
-
-fn mark_lit(value: i128) -> Expr {
-    lit(ScalarValue::Decimal128(Some(value), 38, 0))
 }
 
 /// The column of a hopping window's offset (µs back from the latest window start).
