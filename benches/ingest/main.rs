@@ -399,7 +399,7 @@ fn main() {
     let redis = Redis::start(&base.join("redis"), false);
     let durable_redis = Redis::start(&base.join("redis-aof"), true);
     let postgres = Postgres::start(&base.join("postgres"));
-    let mut scenarios = vec![
+    let mut scenarios = [
         Scenario {
             system: "AllSource",
             how: format!("in process, {APPENDERS} appenders, batches of {BATCH}"),
