@@ -46,43 +46,6 @@ fn event(entity: u64, n: u64) -> Value {
     })
 }
 
-/// Every client sends its bodies over its own connection; returns each request's
-/// latency and the elapsed time.
-async fn run_clients(base: &str, bodies: Vec<Vec<Bytes>>) -> (Vec<Duration>, f64) {
-    let url = format!("{base}/api/v1/events");
-    let started = Instant::now();
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|bodies| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut latencies = Vec::with_capacity(bodies.len());
-                for body in bodies {
-                    let sent = Instant::now();
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    let status = response.status();
-                    let _ = response.bytes().await;
-                    assert!(status.is_success(), "append answered {status}");
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
-    }
-    (latencies, started.elapsed().as_secs_f64())
-}
-
 /// `clients` connections each sending `requests` bodies of `batch` events.
 async fn appends(dir: &Path, clients: u64, requests: u64, batch: u64) -> Row {
     let server = Server::start(dir, "always");
@@ -104,7 +67,7 @@ async fn appends(dir: &Path, clients: u64, requests: u64, batch: u64) -> Row {
                 .collect()
         })
         .collect();
-    let (latencies, seconds) = run_clients(&base, bodies).await;
+    let (latencies, seconds) = server::post_all(&base, bodies).await;
     let scenario = if batch == 1 {
         format!("{clients} connections, single-event requests, durability always")
     } else {
@@ -136,7 +99,7 @@ async fn query(dir: &Path, rows: u64, runs: usize) -> Row {
                 .collect()
         })
         .collect();
-    run_clients(&base, bodies).await;
+    server::post_all(&base, bodies).await;
     let client = reqwest::Client::new();
     let sql = "SELECT entity_id, event_type, version, position, timestamp, payload FROM events";
     let mut latencies = Vec::new();

@@ -184,38 +184,7 @@ fn bodies(events: &[Event]) -> Vec<Vec<Bytes>> {
 /// connection per list; checks the store holds `count` events after.
 async fn over_http(dir: &Path, bodies: Vec<Vec<Bytes>>, count: usize) -> Run {
     let server = Server::start(dir, "always");
-    let url = format!("http://{}/api/v1/events", server.addr);
-    let started = Instant::now();
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|bodies| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut latencies = Vec::with_capacity(bodies.len());
-                for body in bodies {
-                    let sent = Instant::now();
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    let status = response.status();
-                    let _ = response.bytes().await;
-                    assert!(status.is_success(), "append answered {status}");
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (latencies, seconds) = server::post_all(&format!("http://{}", server.addr), bodies).await;
     drop(server);
     let store = EventStore::open(StoreConfig::new(dir)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(

@@ -74,3 +74,42 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Post appends to `base`: every list of bodies over its own keep-alive connection,
+/// concurrently; returns each request's
+/// latency and the elapsed time.
+#[allow(dead_code)] // the fan-out benchmark appends its own way
+pub async fn post_all(base: &str, bodies: Vec<Vec<bytes::Bytes>>) -> (Vec<Duration>, f64) {
+    let url = format!("{base}/api/v1/events");
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut latencies = Vec::with_capacity(bodies.len());
+                for body in bodies {
+                    let sent = std::time::Instant::now();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let status = response.status();
+                    let _ = response.bytes().await;
+                    assert!(status.is_success(), "append answered {status}");
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    (latencies, started.elapsed().as_secs_f64())
+}
