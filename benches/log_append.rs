@@ -22,7 +22,7 @@ mod common;
 use common::{Size, percentile};
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use allsource::engine::{
     AppendRequest, Durability, EventData, EventStore, ExpectedVersion, StoreConfig,
@@ -100,30 +100,7 @@ async fn run(
                 .collect()
         })
         .collect();
-    let started = Instant::now();
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|requests| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(requests.len());
-                for request in requests {
-                    let t = Instant::now();
-                    store
-                        .append(request)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (latencies, seconds) = common::append_all(&store, requests).await;
     let events = per_appender * appenders * batch;
     let stats = store.stats();
     assert_eq!(stats.events, events, "every event appended");

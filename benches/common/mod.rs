@@ -104,3 +104,37 @@ pub fn fsync_latencies(base: &std::path::Path, rounds: usize) -> Vec<Duration> {
     let _ = std::fs::remove_file(&path);
     latencies
 }
+
+/// Append from one task per list of requests, concurrently: each request's latency
+/// (from the call to the acknowledgement) and the seconds from the first call to the
+/// last acknowledgement.
+#[allow(dead_code)] // only the append benchmarks append this way
+pub async fn append_all(
+    store: &allsource::engine::EventStore,
+    dealt: Vec<Vec<allsource::engine::AppendRequest>>,
+) -> (Vec<Duration>, f64) {
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = dealt
+        .into_iter()
+        .map(|requests| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let sent = std::time::Instant::now();
+                    store
+                        .append(request)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    (latencies, started.elapsed().as_secs_f64())
+}

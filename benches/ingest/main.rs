@@ -127,30 +127,7 @@ async fn in_process(dir: &Path, durability: Durability, dealt: Vec<Vec<AppendReq
     let store = EventStore::open(StoreConfig::new(dir).with_durability(durability))
         .unwrap_or_else(|e| panic!("{e}"));
     let count: usize = dealt.iter().flatten().map(AppendRequest::event_count).sum();
-    let started = Instant::now();
-    let tasks: Vec<_> = dealt
-        .into_iter()
-        .map(|requests| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(requests.len());
-                for request in requests {
-                    let sent = Instant::now();
-                    store
-                        .append(request)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_else(|e| panic!("{e}")));
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let (latencies, seconds) = common::append_all(&store, dealt).await;
     assert_eq!(
         store.stats().events,
         count as u64,
