@@ -17,8 +17,14 @@
 //! Run: `cargo bench --bench analytics` (`-- --quick` for a short run). Needs
 //! `python3` with `duckdb` and `polars`. Under `cargo test` it runs the check only.
 //! `ALLSOURCE_BENCH_EXPLAIN=<query>,…` prints those queries' plans with their metrics.
-//! `ALLSOURCE_BENCH_KEEP=1` keeps the timed store, to look at its queries with
-//! `allsource serve --data-dir target/bench-data/analytics/timed`.
+//! `ALLSOURCE_BENCH_KEEP=1` keeps the timed store; `ALLSOURCE_BENCH_ONLY=<query>,…`
+//! then times only those queries, in AllSource only, over the kept store when it
+//! holds as many events (no check, no other engine: a quick loop while working on
+//! a plan), with their plans too when `ALLSOURCE_BENCH_EXPLAIN` is set.
+//!
+//! Queries may hold up to 4 GiB each (`query_memory_bytes`; the default of 512 MiB
+//! is too little for q11's sort at 5M events), where DuckDB and Polars may take most
+//! of the machine's memory.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -35,7 +41,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use allsource::engine::{Durability, EventStore, StoreConfig};
-use allsource::sql::EventQl;
+use allsource::sql::{EventQl, QueryLimits};
 use common::Size;
 use compare::{Engine, Files};
 use generator::{BASE_MICROS, Config, Generator};
@@ -43,6 +49,14 @@ use serde_json::json;
 
 const TENANT: &str = "nexmark";
 const RATE: u64 = 1_000;
+
+/// The engine as the benchmark runs it: 4 GiB of memory per query.
+fn eventql(store: &EventStore) -> EventQl {
+    EventQl::new(store.clone()).with_limits(QueryLimits {
+        memory_bytes: 4 << 30,
+        ..QueryLimits::default()
+    })
+}
 
 /// An event-analytics query: its name (as `engines.py` knows it), what it asks, and
 /// its EventQL; `{from}` and `{to}` stand for the time range's bounds.
@@ -172,7 +186,7 @@ fn glob(path: &Path) -> String {
 async fn check(dir: &Path, count: usize) {
     let path = dir.join("check");
     let store = store_of(&path, count).await;
-    let eventql = EventQl::new(store.clone());
+    let eventql = eventql(&store);
     let glob = glob(&path);
     let files = Files {
         glob: &glob,
@@ -221,6 +235,50 @@ async fn explain(eventql: &EventQl, queries: &[Batch], name: &str) {
     println!("{text}");
 }
 
+/// Time the queries `names` (comma-separated) in AllSource only, over the store at
+/// `path` when it holds `count` events (built otherwise, and kept).
+async fn time_only(path: &Path, count: usize, runs: usize, names: &str) {
+    let config = StoreConfig::new(path).with_durability(Durability::Never);
+    let kept = match EventStore::open(config) {
+        Ok(store) if store.stats().events == count as u64 => Some(store),
+        Ok(store) => {
+            store.close().unwrap_or_else(|e| panic!("{e}"));
+            None
+        }
+        Err(_) => None,
+    };
+    let store = match kept {
+        Some(store) => store,
+        None => store_of(path, count).await,
+    };
+    let eventql = eventql(&store);
+    let queries = batch_queries(count);
+    for name in names.split(',') {
+        let query = queries
+            .iter()
+            .find(|q| q.name == name)
+            .unwrap_or_else(|| panic!("no query named {name}"));
+        let mut seconds = Vec::new();
+        for _ in 0..runs {
+            let started = Instant::now();
+            eventql
+                .query(TENANT, &query.sql)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+        println!(
+            "{name}: {} ms ({})",
+            millis(median(&seconds)),
+            spread(&seconds)
+        );
+        if std::env::var_os("ALLSOURCE_BENCH_EXPLAIN").is_some() {
+            explain(&eventql, &queries, name).await;
+        }
+    }
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -265,13 +323,16 @@ fn main() {
         let count = size.pick(0, 1_000_000, 5_000_000);
         let runs = size.pick(1, 3, 5);
         let path = dir.join("timed");
+        if let Ok(names) = std::env::var("ALLSOURCE_BENCH_ONLY") {
+            return time_only(&path, count, runs, &names).await;
+        }
         let started = Instant::now();
         let store = store_of(&path, count).await;
         println!(
             "{count} events appended, flushed to Parquet and the store reopened ({:.1} s)",
             started.elapsed().as_secs_f64()
         );
-        let eventql = EventQl::new(store.clone());
+        let eventql = eventql(&store);
         let queries = batch_queries(count);
         let mut ours: Vec<Vec<f64>> = vec![Vec::new(); queries.len()];
         let mut our_rows = vec![0; queries.len()];

@@ -52,7 +52,8 @@ mod find;
 pub mod guard;
 pub mod json_merge;
 pub mod json_numbers;
-pub mod utc_date_trunc;
+mod sessions;
+mod utc_date_trunc;
 pub mod windows;
 
 use std::sync::Arc;

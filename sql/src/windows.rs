@@ -34,13 +34,13 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Column, Result, ScalarValue, plan_err};
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::functions::datetime::expr_fn::date_bin;
-use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
-use datafusion::functions_window::expr_fn::{lag, lead};
 use datafusion::logical_expr::expr::WindowFunction as WindowExpr;
 use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, WindowFrame, WindowFrameBound,
-    WindowFrameUnits, case, cast, col, lit,
+    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, ScalarUDF, SortExpr, WindowUDF, cast,
+    col, lit,
 };
+
+use crate::sessions::{Bound, SessionBound, SessionBucket};
 
 /// The table the window functions read: the only one they accept as first argument.
 const SOURCE: &str = "events";
@@ -272,13 +272,11 @@ impl WindowFunction {
     /// per partition, in time order, a session starts at an event `gap` or more
     /// after the previous one.
     ///
-    /// All in one ordering of the events (by partition, then time), with no session
-    /// number: an event starts a session when the one before it is `gap` or more
-    /// earlier (or there is none), and ends one when the one after it is `gap` or more
-    /// later (or there is none). Its session's start is then the latest start at or
-    /// before it (a running maximum), and its session's end the first end at or after
-    /// it (a minimum over the rows that follow). Events at the same time never split:
-    /// the later of two peers is never `gap` after the earlier.
+    /// The events are spread over hash buckets of the partition columns and ordered
+    /// by the columns and time within each; one pass over a bucket gives every
+    /// event its session's first time and last time plus `gap` (see
+    /// [`crate::sessions`]). Events at the same time never split: the later of two
+    /// peers is never `gap` after the earlier.
     fn sessions(&self, time: &str, gap: i64, partition: &[String]) -> Result<LogicalPlan> {
         let (mut columns, time_type) = self.columns(time)?;
         let schema = self.events.schema();
@@ -289,63 +287,31 @@ impl WindowFunction {
         }
         let keys: Vec<Expr> = partition.iter().map(col).collect();
         let time = Expr::Column(Column::new(Some(SOURCE), time));
-        let order = vec![time.clone().sort(true, false)];
-        let micros = cast(time, DataType::Int64);
-        let neighbour = |function: Expr, name: &str| {
-            function
-                .partition_by(keys.clone())
+        let mut order: Vec<SortExpr> = keys.iter().map(|k| k.clone().sort(true, false)).collect();
+        order.push(time.clone().sort(true, false));
+        let buckets = if keys.is_empty() {
+            Vec::new()
+        } else {
+            vec![ScalarUDF::from(SessionBucket::new()).call(keys.clone())]
+        };
+        let mut arguments = vec![cast(time, DataType::Int64)];
+        arguments.extend(keys);
+        let bound = |bound: Bound, name: &str| {
+            let function = Arc::new(WindowUDF::from(SessionBound::new(bound, gap)));
+            Expr::from(WindowExpr::new(function, arguments.clone()))
+                .partition_by(buckets.clone())
                 .order_by(order.clone())
                 .build()
                 .map(|e| e.alias(name))
         };
-        let previous = neighbour(lag(micros.clone(), Some(1), None), "__previous")?;
-        let next = neighbour(lead(micros.clone(), Some(1), None), "__next")?;
-        let bound = |is_bound: Expr| {
-            case(is_bound)
-                .when(lit(true), micros.clone())
-                .otherwise(lit(ScalarValue::Int64(None)))
-        };
-        let starts = bound(
-            col("__previous")
-                .is_null()
-                .or((micros.clone() - col("__previous")).gt_eq(lit(gap))),
-        )?;
-        let ends = bound(
-            col("__next")
-                .is_null()
-                .or((col("__next") - micros.clone()).gt_eq(lit(gap))),
-        )?;
-        let mut with_bounds = columns.clone();
-        with_bounds.push(starts.alias("__starts_at"));
-        with_bounds.push(ends.alias("__ends_at"));
-        let over_rows = |function, argument: &str, frame: WindowFrame, name: &str| {
-            Expr::from(WindowExpr::new(function, vec![col(argument)]))
-                .partition_by(keys.clone())
-                .order_by(order.clone())
-                .window_frame(frame)
-                .build()
-                .map(|e| e.alias(name))
-        };
-        let so_far = WindowFrame::new_bounds(
-            WindowFrameUnits::Rows,
-            WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
-            WindowFrameBound::CurrentRow,
-        );
-        let from_here = WindowFrame::new_bounds(
-            WindowFrameUnits::Rows,
-            WindowFrameBound::CurrentRow,
-            WindowFrameBound::Following(ScalarValue::UInt64(None)),
-        );
-        let first = over_rows(max_udaf(), "__starts_at", so_far, "__first")?;
-        let last = over_rows(min_udaf(), "__ends_at", from_here, "__last")?;
+        let first = bound(Bound::Start, "__first")?;
+        let end = bound(Bound::End, "__end")?;
         let micros_type = in_micros(&time_type);
         let in_type = |micros: Expr| cast(cast(micros, micros_type.clone()), time_type.clone());
         columns.push(in_type(col("__first")).alias("window_start"));
-        columns.push(in_type(col("__last") + lit(gap)).alias("window_end"));
+        columns.push(in_type(col("__end")).alias("window_end"));
         self.scan()?
-            .window(vec![previous, next])?
-            .project(with_bounds)?
-            .window(vec![first, last])?
+            .window(vec![first, end])?
             .project(columns)?
             .build()
     }
