@@ -13,9 +13,10 @@
 //! ```
 //!
 //! Pruning: a filter `entity_id = 'x'` (or `IN (...)`) limits the scan to the
-//! partitions those streams route to; every filter, with the tenant's, becomes the
-//! Parquet predicate, which prunes row groups by statistics (timestamp, offsets),
-//! by bloom filter (`entity_id`, `event_type`) and pages by the page index.
+//! partitions those streams route to; every filter, with the tenant's, is pushed
+//! into the Parquet scan by DataFusion's physical optimizer and becomes its
+//! predicate, which prunes row groups by statistics (timestamp, offsets), by bloom
+//! filter (`entity_id`, `event_type`) and pages by the page index, then filters rows.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -184,11 +185,6 @@ impl TableProvider for EventsTable {
                 ))),
             );
         }
-        let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
-        let predicate = conjunction(filters.iter().cloned().chain(scope.iter().cloned()))
-            .map(|e| state.create_physical_expr(e, &df_schema))
-            .transpose()?;
-
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let files: Vec<PartitionedFile> = snapshot
             .manifest
@@ -208,9 +204,9 @@ impl TableProvider for EventsTable {
                 .with_bloom_filter_on_read(true)
                 .with_enable_page_index(true)
                 .with_pushdown_filters(true);
-            if let Some(predicate) = &predicate {
-                source = source.with_predicate(Arc::clone(predicate));
-            }
+            // No predicate of our own: DataFusion pushes the tenant filter below and
+            // the query's filters above into this scan (as its Parquet predicate),
+            // and a predicate set here as well made every conjunct run twice.
             // Footers and page indexes come from the session's metadata cache, kept
             // across queries by whoever built the session.
             let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
