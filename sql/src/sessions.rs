@@ -148,7 +148,7 @@ impl PartitionEvaluator for BoundEvaluator {
             );
         };
         let runs: Vec<Range<usize>> = if columns.is_empty() {
-            vec![0..num_rows]
+            std::iter::once(0..num_rows).collect()
         } else {
             partition(columns)?.ranges()
         };
@@ -206,7 +206,9 @@ mod tests {
             Arc::new(Int64Array::from(times)),
             Arc::new(StringArray::from(keys)),
         ];
-        let out = evaluator.evaluate_all(&values, rows).unwrap();
+        let out = evaluator
+            .evaluate_all(&values, rows)
+            .unwrap_or_else(|e| panic!("{e}"));
         out.as_primitive::<Int64Type>().iter().collect()
     }
 
@@ -258,7 +260,10 @@ mod tests {
             return_field: Arc::new(Field::new("b", DataType::UInt64, false)),
             config_options: Arc::default(),
         };
-        let ColumnarValue::Array(out) = SessionBucket::new().invoke_with_args(args).unwrap() else {
+        let ColumnarValue::Array(out) = SessionBucket::new()
+            .invoke_with_args(args)
+            .unwrap_or_else(|e| panic!("{e}"))
+        else {
             panic!("an array of buckets")
         };
         let out = out.as_primitive::<arrow::datatypes::UInt64Type>();
