@@ -16,6 +16,9 @@
 //! argument keeps only the scenarios whose name contains it). Under
 //! `cargo test` (no `--bench` argument) it runs a tiny smoke version. Set
 //! `ALLSOURCE_BENCH_DIR` to put the stores on another disk (default: `target/bench-data`).
+//! The stores take the rest of their configuration from the `ALLSOURCE_*` variables a
+//! server reads (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS=0 ALLSOURCE_FLUSH_INTERVAL_MS=0`
+//! times the log alone, without automatic snapshots and background flushes).
 
 mod common;
 
@@ -83,8 +86,9 @@ async fn run(
     total: u64,
 ) -> Row {
     let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
-    let store = EventStore::open(StoreConfig::new(dir.path()).with_durability(durability))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = StoreConfig::from_env(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let store =
+        EventStore::open(config.with_durability(durability)).unwrap_or_else(|e| panic!("{e}"));
     let payload = payload();
     let per_appender = total / appenders / batch;
     let requests: Vec<Vec<AppendRequest>> = (0..appenders)

@@ -160,20 +160,35 @@ impl BatchBuilder {
         let times = |values: Vec<i64>| -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
         };
+        // A tail is sized for a full batch up front; one sealed early (a read reached
+        // it) gives the room it did not use back.
+        let text = |builder: &mut StringBuilder| -> ArrayRef {
+            let mut array = builder.finish();
+            array.shrink_to_fit();
+            Arc::new(array)
+        };
+        let numbers = |mut values: Vec<u64>| -> ArrayRef {
+            values.shrink_to_fit();
+            Arc::new(UInt64Array::from(values))
+        };
+        for values in [&mut self.timestamp, &mut self.ingested_at] {
+            values.shrink_to_fit();
+        }
+        self.event_uuid.shrink_to_fit();
         let rows = self.len();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.entity_id.finish()),
-            Arc::new(self.event_type.finish()),
-            Arc::new(UInt64Array::from(self.version)),
+            text(&mut self.tenant),
+            text(&mut self.entity_id),
+            text(&mut self.event_type),
+            numbers(self.version),
             Arc::new(UInt16Array::from(vec![self.partition; rows])),
-            Arc::new(UInt64Array::from(self.offset)),
-            Arc::new(UInt64Array::from(self.position)),
-            Arc::new(self.event_id.finish()),
+            numbers(self.offset),
+            numbers(self.position),
+            text(&mut self.event_id),
             times(self.timestamp),
             times(self.ingested_at),
-            Arc::new(self.payload.finish()),
-            Arc::new(self.metadata.finish()),
+            text(&mut self.payload),
+            text(&mut self.metadata),
         ];
         let batch = RecordBatch::try_new(Arc::clone(schema), columns)
             .map_err(|e| Error::Internal(format!("building an event batch: {e}")))?;
@@ -391,6 +406,10 @@ impl Publisher<'_> {
             ))
         })?;
         let state = slot.get_or_insert_with(|| self.buffer.partitions[partition].write());
+        if state.tail.len() == 0 {
+            // Room for a whole batch now, rather than regrowing it row by row.
+            state.tail = BatchBuilder::with_capacity(self.buffer.target_rows);
+        }
         if row.offset != state.end_offset {
             return Err(Error::Internal(format!(
                 "partition {partition}: row at offset {}, expected {}",
