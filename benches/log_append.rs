@@ -2,7 +2,9 @@
 //!
 //! Scenarios (in-process, ~200-byte JSON payloads, one stream per request, streams
 //! drawn from 10,000 entities):
-//! - one appender sending batches of 1, 100 and 1000 events, durability `never`;
+//! - one appender sending batches of 1, 100 and 1000 events, durability `never`, each
+//!   request acknowledged before the next is sent; and batches of 1000 with up to 4
+//!   requests submitted and not yet acknowledged;
 //! - 8 concurrent appenders sending batches of 1000, durability `always`;
 //! - 64 concurrent single-event appenders, durability `always`.
 //!
@@ -24,11 +26,12 @@ mod common;
 
 use common::{Size, percentile};
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use allsource::engine::{
-    AppendRequest, Durability, EventData, EventStore, ExpectedVersion, StoreConfig,
+    AppendRequest, Durability, EventData, EventStore, ExpectedVersion, PendingAppend, StoreConfig,
 };
 
 struct Row {
@@ -46,16 +49,22 @@ fn main() {
 
     let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with("--")).collect();
     let fsync = common::fsync_latencies(&base, 1000 / scale as usize);
+    // (durability, appenders, events per request, requests in flight per appender,
+    // events in all)
     let scenarios = [
-        (Durability::Never, 1, 1, 200_000),
-        (Durability::Never, 1, 100, 2_000_000),
-        (Durability::Never, 1, 1000, 2_000_000),
-        (Durability::Always, 8, 1000, 2_000_000),
-        (Durability::Always, 64, 1, 320_000),
+        (Durability::Never, 1, 1, 1, 200_000),
+        (Durability::Never, 1, 100, 1, 2_000_000),
+        (Durability::Never, 1, 1000, 1, 2_000_000),
+        (Durability::Never, 1, 1000, 4, 2_000_000),
+        (Durability::Always, 8, 1000, 1, 2_000_000),
+        (Durability::Always, 64, 1, 1, 320_000),
     ];
     let mut rows = Vec::new();
-    for (durability, appenders, batch, total) in scenarios {
+    for (durability, appenders, batch, in_flight, total) in scenarios {
         let name = match (appenders, batch) {
+            (1, _) if in_flight > 1 => format!(
+                "1 appender, batches of {batch}, {in_flight} requests in flight, durability {durability}"
+            ),
             (1, _) => format!("1 appender, batches of {batch}, durability {durability}"),
             (_, 1) => format!("{appenders} appenders, single events, durability {durability}"),
             _ => format!("{appenders} appenders, batches of {batch}, durability {durability}"),
@@ -67,8 +76,7 @@ fn main() {
             &base,
             &name,
             durability,
-            appenders,
-            batch,
+            (appenders, batch, in_flight),
             total / scale,
         )));
     }
@@ -76,13 +84,13 @@ fn main() {
     print_table(&fsync, &rows);
 }
 
-/// Append `total` events from `appenders` tasks, `batch` events per request.
+/// Append `total` events from `appenders` tasks, `batch` events per request, each
+/// task keeping up to `in_flight` requests submitted and not yet acknowledged.
 async fn run(
     base: &Path,
     name: &str,
     durability: Durability,
-    appenders: u64,
-    batch: u64,
+    (appenders, batch, in_flight): (u64, u64, usize),
     total: u64,
 ) -> Row {
     let dir = tempfile::tempdir_in(base).unwrap_or_else(|e| panic!("{e}"));
@@ -104,7 +112,10 @@ async fn run(
                 .collect()
         })
         .collect();
-    let (latencies, seconds) = common::append_all(&store, requests).await;
+    let (latencies, seconds) = match in_flight {
+        1 => common::append_all(&store, requests).await,
+        _ => pipelined(&store, requests, in_flight).await,
+    };
     let events = per_appender * appenders * batch;
     let stats = store.stats();
     assert_eq!(stats.events, events, "every event appended");
@@ -120,6 +131,39 @@ async fn run(
         events,
         seconds,
         latencies,
+    }
+}
+
+/// One appender's requests, submitted one after the other with up to `in_flight` of
+/// them waiting for their acknowledgement (the oldest is awaited first).
+async fn pipelined(
+    store: &EventStore,
+    dealt: Vec<Vec<AppendRequest>>,
+    in_flight: usize,
+) -> (Vec<Duration>, f64) {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for requests in dealt {
+        let mut waiting = VecDeque::with_capacity(in_flight);
+        for request in requests {
+            if waiting.len() == in_flight {
+                acknowledged(waiting.pop_front(), &mut latencies).await;
+            }
+            let sent = Instant::now();
+            let pending = store.submit(request).unwrap_or_else(|e| panic!("{e}"));
+            waiting.push_back((sent, pending));
+        }
+        while !waiting.is_empty() {
+            acknowledged(waiting.pop_front(), &mut latencies).await;
+        }
+    }
+    (latencies, started.elapsed().as_secs_f64())
+}
+
+async fn acknowledged(oldest: Option<(Instant, PendingAppend)>, latencies: &mut Vec<Duration>) {
+    if let Some((sent, pending)) = oldest {
+        pending.durable().await.unwrap_or_else(|e| panic!("{e}"));
+        latencies.push(sent.elapsed());
     }
 }
 
