@@ -165,3 +165,67 @@ async fn an_fsync_failure_stops_the_writer_for_good() {
 async fn a_write_failure_stops_the_writer_and_leaves_a_torn_tail() {
     fail_and_reopen(true).await;
 }
+
+/// A sealed segment is fsynced beside the writer (durability `never` here, so no other
+/// fsync runs); when that fsync fails, the next rotation fails, and nothing is
+/// acknowledged after it. Every event acknowledged before is there after a reopen.
+#[tokio::test]
+async fn a_failed_fsync_of_a_sealed_segment_stops_the_writer_at_the_next_rotation() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let faults = Arc::new(Faults::default());
+    let store = EventStore::open_with(
+        StoreConfig::new(dir.path())
+            .with_durability(Durability::Never)
+            .with_wal_segment_bytes(4096),
+        Environment {
+            segment_io: Arc::new(FaultyIo(Arc::clone(&faults))),
+            ..Environment::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    faults.armed.store(true, Ordering::SeqCst);
+    // ~100 WAL bytes per event: a rotation every ~40 events.
+    let mut acknowledged = 0;
+    let failure = loop {
+        assert!(
+            acknowledged < 1000,
+            "no failure after {acknowledged} events"
+        );
+        match append(
+            &store,
+            "order-1",
+            ExpectedVersion::Exact(acknowledged),
+            vec![event("x", acknowledged)],
+        )
+        .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(failure, Error::WalFailed(ref m) if m.contains("injected")),
+        "{failure:?}"
+    );
+    assert!(faults.syncs.load(Ordering::SeqCst) >= 1);
+    assert!(
+        store.stats().wal.segment_id >= 2,
+        "the failure came from a sealed segment"
+    );
+    let later = append(&store, "order-2", ExpectedVersion::Any, vec![event("y", 0)]).await;
+    assert!(matches!(later, Err(Error::WalFailed(_))), "{later:?}");
+    assert!(matches!(store.close(), Err(Error::WalFailed(_))));
+    drop(store);
+
+    let store = open(dir.path(), Durability::Always);
+    let events = store
+        .read_stream("t", "order-1", 1, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        events.len() as u64 >= acknowledged,
+        "{} events after reopening, {acknowledged} acknowledged",
+        events.len()
+    );
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+}

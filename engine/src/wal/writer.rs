@@ -4,9 +4,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::frame::{self, SEGMENT_HEADER_BYTES, SegmentHeader};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::meta::sync_dir;
 
 /// The two operations the WAL writer performs on its active segment. The store uses
@@ -54,6 +55,9 @@ pub(crate) struct SegmentWriter {
     segment_id: u64,
     len: u64,
     max_bytes: u64,
+    /// The fsync of the segment sealed by the last rotation, running beside the
+    /// writer; waited for before the next fsync or rotation, which fail if it failed.
+    sealing: Option<JoinHandle<Result<()>>>,
 }
 
 /// Where recovery left the newest segment.
@@ -86,6 +90,7 @@ impl SegmentWriter {
                 segment_id: 1,
                 len: SEGMENT_HEADER_BYTES as u64,
                 max_bytes,
+                sealing: None,
             });
         };
         let path = frame::segment_path(wal_dir, tail.segment_id);
@@ -105,6 +110,7 @@ impl SegmentWriter {
             segment_id: tail.segment_id,
             len: tail.valid_bytes,
             max_bytes,
+            sealing: None,
         })
     }
 
@@ -132,6 +138,7 @@ impl SegmentWriter {
 
     /// Make everything written so far durable.
     pub fn sync(&mut self) -> Result<()> {
+        self.wait_sealed()?;
         let path = self.path();
         self.file
             .sync_data()
@@ -143,16 +150,42 @@ impl SegmentWriter {
         (self.segment_id, self.len)
     }
 
+    /// Seal the active segment and start the next. The sealed segment is fsynced on
+    /// a thread of its own: without an fsync per group (`never`, `interval`) it can
+    /// hold tens of megabytes the disk has not taken yet, and appends go on into the
+    /// new segment meanwhile. Every later fsync waits for it first, so what a later
+    /// fsync makes durable includes the whole sealed segment.
     fn rotate(&mut self, first_sequence: u64) -> Result<()> {
-        self.sync()?;
+        self.wait_sealed()?;
+        let sealed_path = self.path();
         let next = self.segment_id + 1;
         let file = create_segment(&self.wal_dir, next, first_sequence)?;
-        self.file = self
+        let next_file = self
             .io
             .wrap(file, &frame::segment_path(&self.wal_dir, next));
+        let mut sealed = std::mem::replace(&mut self.file, next_file);
         self.segment_id = next;
         self.len = SEGMENT_HEADER_BYTES as u64;
+        let sealing = std::thread::Builder::new()
+            .name("allsource-wal-seal".into())
+            .spawn(move || {
+                sealed
+                    .sync_data()
+                    .context(|| format!("fsync of {}", sealed_path.display()))
+            })
+            .context(|| "starting the segment fsync thread".to_string())?;
+        self.sealing = Some(sealing);
         Ok(())
+    }
+
+    /// Wait for the sealed segment's fsync, if one is running, and return its error.
+    fn wait_sealed(&mut self) -> Result<()> {
+        match self.sealing.take() {
+            Some(sealing) => sealing
+                .join()
+                .map_err(|_| Error::Internal("the segment fsync thread panicked".into()))?,
+            None => Ok(()),
+        }
     }
 
     fn path(&self) -> PathBuf {
