@@ -33,8 +33,14 @@ pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
     let interval = Duration::from_millis(shared.config.wal_fsync_interval_ms);
     let mut unsynced = false;
     let mut last_sync = Instant::now();
+    let mut spare = Group::default();
     loop {
-        let (mut group, closing) = next_group(&shared, durability, interval, unsynced, last_sync);
+        let (mut group, closing) = next_group(
+            &shared,
+            (durability, interval),
+            (unsynced, last_sync),
+            std::mem::take(&mut spare),
+        );
         let result = commit(
             &shared,
             &mut wal,
@@ -48,6 +54,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
                 for waiter in group.waiters.drain(..) {
                     let _ = waiter.send(Ok(()));
                 }
+                spare = group.recycled();
             }
             Err(err) => {
                 fail(&shared, group, &err);
@@ -62,13 +69,14 @@ pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
     }
 }
 
-/// Wait for appends (or, with `interval`, for the next fsync deadline) and take them.
+/// Wait for appends (or, with `interval`, for the next fsync deadline) and take them,
+/// leaving `spare` (an emptied group whose buffer keeps its memory) to collect the
+/// next ones.
 fn next_group(
     shared: &Shared,
-    durability: Durability,
-    interval: Duration,
-    unsynced: bool,
-    last_sync: Instant,
+    (durability, interval): (Durability, Duration),
+    (unsynced, last_sync): (bool, Instant),
+    spare: Group,
 ) -> (Group, bool) {
     let mut state = shared.state.lock();
     while state.pending.is_empty() && !state.closing {
@@ -83,7 +91,7 @@ fn next_group(
         }
     }
     let closing = state.closing && state.pending.is_empty();
-    (std::mem::take(&mut state.pending), closing)
+    (std::mem::replace(&mut state.pending, spare), closing)
 }
 
 fn commit(

@@ -113,9 +113,10 @@ pub struct StoreConfig {
     /// Files replaced by compaction are deleted this long afterwards, so reads that
     /// started before still find them (`ALLSOURCE_RETIRED_FILE_GRACE_MS`, default 60000).
     pub retired_file_grace_ms: u64,
-    /// A stream's state is snapshotted in the background each time its version
-    /// reaches a multiple of this (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS`, default 1000;
-    /// 0 turns automatic snapshots off).
+    /// A state read that merges at least this many events past the entity's newest
+    /// snapshot stores the state it computed as a new snapshot, in the background
+    /// (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS`, default 1000; 0 turns automatic snapshots
+    /// off). Appends never take snapshots.
     pub snapshot_every_events: u64,
 }
 

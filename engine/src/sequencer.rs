@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::event::{AppendRequest, AppendResult, EventAck, EventRow, RecordedEvent};
-use crate::event_id::{CanonicalUuid, EventId, IdGenerator};
+use crate::event_id::{EventId, IdGenerator};
 use crate::partition::partition_for;
 use crate::wal::codec::{self, PartHead, RecordHead};
 use crate::wal::frame;
@@ -44,8 +44,38 @@ struct StreamState {
     partition: u16,
     /// Partition offset of each version: `offsets[v - 1]`.
     offsets: Vec<u64>,
-    /// Event id key -> version.
-    ids: HashMap<u128, u64>,
+    /// Event id key of each version: `ids[v - 1]`.
+    ids: Vec<u128>,
+    /// Event id key -> version, built from `ids` the first time a request names event
+    /// ids for this stream and kept up to date from then on. Streams whose events all
+    /// get generated ids never need it, and their appends do not pay for it.
+    by_id: Option<HashMap<u128, u64>>,
+}
+
+impl StreamState {
+    /// Record the next version at `offset`, with event id key `key`; returns the version.
+    fn push(&mut self, offset: u64, key: u128) -> u64 {
+        self.offsets.push(offset);
+        self.ids.push(key);
+        let version = self.offsets.len() as u64;
+        if let Some(by_id) = &mut self.by_id {
+            by_id.insert(key, version);
+        }
+        version
+    }
+
+    /// Build the id index if the stream does not have it yet.
+    fn index_ids(&mut self) {
+        if self.by_id.is_none() {
+            let by_id = (1u64..).zip(&self.ids).map(|(v, key)| (*key, v)).collect();
+            self.by_id = Some(by_id);
+        }
+    }
+
+    /// The version of the event whose id key is `key`, once the index is built.
+    fn version_of(&self, key: u128) -> Option<u64> {
+        self.by_id.as_ref()?.get(&key).copied()
+    }
 }
 
 /// Where a stream's events are: its partition and the offsets of its versions.
@@ -67,9 +97,27 @@ pub(crate) struct Group {
     pub waiters: Vec<oneshot::Sender<Result<()>>>,
 }
 
+/// The largest buffer a written group hands on to the next one; a larger one (left by
+/// a burst of big requests) is freed rather than held for good.
+const MAX_KEPT_GROUP_BYTES: usize = 16 << 20;
+
 impl Group {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// This group, written and acknowledged, emptied for reuse: the appends of a later
+    /// group are encoded into memory already in place instead of a buffer grown anew
+    /// (page faults and copies on every doubling) each time.
+    pub fn recycled(mut self) -> Group {
+        if self.buf.capacity() > MAX_KEPT_GROUP_BYTES {
+            return Group::default();
+        }
+        self.buf.clear();
+        self.records.clear();
+        self.end_position = None;
+        self.waiters.clear();
+        self
     }
 }
 
@@ -117,6 +165,7 @@ impl Sequencer {
         now_micros: i64,
         group: &mut Group,
     ) -> Result<Outcome> {
+        self.index_named_ids(request);
         if let Some(retry) = self.find_retry(request)? {
             return Ok(Outcome::Retry(retry));
         }
@@ -132,7 +181,6 @@ impl Sequencer {
             },
         );
         let mut acks = Vec::with_capacity(request.event_count());
-        let mut id_text = CanonicalUuid::default();
         for part in &request.streams {
             let partition = partition_for(&request.tenant, &part.entity_id, self.partitions);
             let stream = stream_mut(
@@ -162,14 +210,14 @@ impl Sequencer {
                     }
                     None => {
                         let value = self.ids.next(now_micros);
-                        (EventId::from_uuid(value), value, id_text.format(value))
+                        // The WAL keeps a UUID id by value (`encode_event` below):
+                        // its text is only made when the record is decoded.
+                        (EventId::from_uuid(value), value, "")
                     }
                 };
                 let offset = *next_offset;
                 *next_offset += 1;
-                stream.offsets.push(offset);
-                let version = stream.offsets.len() as u64;
-                stream.ids.insert(key, version);
+                let version = stream.push(offset, key);
                 let row = EventRow {
                     tenant: &request.tenant,
                     entity_id: &part.entity_id,
@@ -208,6 +256,22 @@ impl Sequencer {
         }))
     }
 
+    /// Make sure every existing stream to which `request` gives event ids has its id
+    /// index, so that [`Self::find_retry`] can look the ids up.
+    fn index_named_ids(&mut self, request: &AppendRequest) {
+        for part in &request.streams {
+            if part.events.iter().any(|e| e.event_id.is_some()) {
+                let key = StreamRef {
+                    tenant: &request.tenant,
+                    entity_id: &part.entity_id,
+                };
+                if let Some(stream) = self.streams.get_mut(&key) {
+                    stream.index_ids();
+                }
+            }
+        }
+    }
+
     /// A request whose every event id is already in its stream is a retry; one where
     /// only some are is a conflict; one with none is new.
     fn find_retry(&self, request: &AppendRequest) -> Result<Option<Vec<(u16, u64)>>> {
@@ -226,7 +290,7 @@ impl Sequencer {
                             reason: format!("event id {id:?} appears twice in the request"),
                         });
                     }
-                    if let Some(v) = stream.and_then(|s| s.ids.get(&key).map(|v| (s, *v))) {
+                    if let Some(v) = stream.and_then(|s| s.version_of(key).map(|v| (s, v))) {
                         found.push((v.0.partition, v.0.offsets[(v.1 - 1) as usize]));
                         first_dup.get_or_insert((&part.entity_id, id));
                     }
@@ -321,8 +385,8 @@ impl Sequencer {
                 stream.offsets.len() + 1
             ));
         }
-        stream.offsets.push(event.offset);
-        stream.ids.insert(id_key(event.event_id), event.version);
+        let key = event.event_uuid.unwrap_or_else(|| id_key(event.event_id));
+        stream.push(event.offset, key);
         self.events += 1;
         Ok(())
     }

@@ -598,31 +598,30 @@ impl EventStore {
         if let Some(t) = as_of {
             events.retain(|e| e.ingested_at_micros <= t);
         }
-        snapshot::fold(start, &events)
+        let folded = events.len() as u64;
+        let state = snapshot::fold(start, &events)?;
+        if let Some(state) = &state {
+            self.snapshot_if_due(tenant, entity_id, folded, state);
+        }
+        Ok(state)
     }
 
-    /// Snapshot, in the background, every stream of `result` whose version crossed a
-    /// multiple of `snapshot_every_events`.
-    fn snapshot_if_due(&self, tenant: &str, result: &AppendResult) {
+    /// Store `state` as a snapshot, in the background, when computing it took at least
+    /// `snapshot_every_events` events past the newest snapshot, so that the next read
+    /// of the entity starts from it. Appends never pay for snapshots.
+    fn snapshot_if_due(&self, tenant: &str, entity_id: &str, folded: u64, state: &EntityState) {
         let every = self.inner.shared.config.snapshot_every_events;
-        if every == 0 {
+        if every == 0 || folded < every {
             return;
         }
-        let mut due: Vec<&str> = Vec::new();
-        for ack in &result.events {
-            if ack.version % every == 0 && !due.contains(&&*ack.entity_id) {
-                due.push(&ack.entity_id);
+        let storage = self.table_storage();
+        let (tenant, entity_id) = (tenant.to_string(), entity_id.to_string());
+        let state = state.clone();
+        self.inner.shared.runtime.spawn(async move {
+            if let Err(err) = snapshot::save(&storage, &tenant, &entity_id, &state).await {
+                tracing::warn!(entity_id, error = %err, "automatic snapshot failed");
             }
-        }
-        for entity_id in due {
-            let (store, tenant, entity_id) =
-                (self.clone(), tenant.to_string(), entity_id.to_string());
-            self.inner.shared.runtime.spawn(async move {
-                if let Err(err) = store.create_snapshot(&tenant, &entity_id).await {
-                    tracing::warn!(entity_id, error = %err, "automatic snapshot failed");
-                }
-            });
-        }
+        });
     }
 
     /// [`EventStore::read_stream`] for synchronous callers (query functions running
@@ -951,7 +950,6 @@ impl PendingAppend {
         match self.waiting {
             Waiting::Durable { result, ack } => {
                 ack.await.map_err(|_| Error::Closed)??;
-                store.snapshot_if_due(&self.tenant, &result);
                 Ok(result)
             }
             Waiting::Retry {

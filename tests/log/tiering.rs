@@ -557,7 +557,8 @@ async fn compaction_merges_small_files_and_retires_the_old_ones() {
 }
 
 /// Entity state starts from the newest snapshot at or before the time asked for;
-/// snapshots are taken on demand and automatically every N events.
+/// snapshots are taken on demand, and by a state read that had to merge at least
+/// `snapshot_every_events` events past the newest snapshot (never by appends).
 #[tokio::test]
 async fn entity_state_starts_from_the_newest_snapshot() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -573,34 +574,63 @@ async fn entity_state_starts_from_the_newest_snapshot() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        store.snapshots("t", "order-1").await.unwrap_or_default(),
-        Vec::<u64>::new()
-    );
+    // Three events merged: under the threshold, so the read stores nothing.
+    let early = store
+        .entity_state("t", "order-1", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no state"));
+    assert_eq!(early.version, 3);
     let taken = store
         .create_snapshot("t", "order-1")
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("no state"));
+    assert_eq!(
+        store.snapshots("t", "order-1").await.unwrap_or_default(),
+        vec![3]
+    );
     assert_eq!(taken.version, 3);
     assert_eq!(
         taken.state,
         serde_json::json!({"k1":1,"k2":2,"k3":3,"last":3})
     );
     store.flush().await.unwrap_or_else(|e| panic!("{e}"));
-    append(&store, "order-1", ExpectedVersion::Any, vec![patch(4)])
+    append(
+        &store,
+        "order-1",
+        ExpectedVersion::Any,
+        (4..=7).map(patch).collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Appends store no snapshot, however many versions they add.
+    assert_eq!(
+        store.snapshots("t", "order-1").await.unwrap_or_default(),
+        vec![3]
+    );
+    // A read merging versions 4..=7 (four events past the snapshot) stores the state
+    // it computed, in the background.
+    let seven = store
+        .entity_state("t", "order-1", None)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-
-    // Version 4 triggered an automatic snapshot in the background.
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no state"));
+    assert_eq!((seven.version, seven.state["last"].as_u64()), (7, Some(7)));
     let started = std::time::Instant::now();
-    while store.snapshots("t", "order-1").await.unwrap_or_default() != vec![3, 4] {
+    while store.snapshots("t", "order-1").await.unwrap_or_default() != vec![3, 7] {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
-            "no automatic snapshot"
+            "no snapshot stored by the read"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    let stored = store
+        .latest_snapshot("t", "order-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no snapshot"));
+    assert_eq!(stored, seven);
     let now = store
         .entity_state("t", "order-1", None)
         .await
