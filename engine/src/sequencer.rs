@@ -12,7 +12,9 @@ use hashbrown::{Equivalent, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::event::{AppendRequest, AppendResult, EventAck, EventRow, RecordedEvent};
+use crate::event::{
+    AppendRequest, AppendResult, EventAck, EventRow, ExpectedVersion, RecordedEvent,
+};
 use crate::event_id::{EventId, IdGenerator};
 use crate::partition::partition_for;
 use crate::wal::codec::{self, PartHead, RecordHead};
@@ -134,7 +136,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Sequencer {
     partitions: u16,
-    streams: HashMap<StreamKey, StreamState>,
+    streams: Streams,
     next_offsets: Vec<u64>,
     events: u64,
     ids: IdGenerator,
@@ -148,7 +150,7 @@ impl Sequencer {
     pub fn new(partitions: u16) -> Self {
         Self {
             partitions,
-            streams: HashMap::new(),
+            streams: Streams::default(),
             next_offsets: vec![0; usize::from(partitions)],
             events: 0,
             ids: IdGenerator::new(),
@@ -165,11 +167,23 @@ impl Sequencer {
         now_micros: i64,
         group: &mut Group,
     ) -> Result<Outcome> {
-        self.index_named_ids(request);
-        if let Some(retry) = self.find_retry(request)? {
-            return Ok(Outcome::Retry(retry));
+        let names_ids = request
+            .streams
+            .iter()
+            .any(|part| part.events.iter().any(|e| e.event_id.is_some()));
+        if names_ids {
+            self.index_named_ids(request);
+            if let Some(retry) = self.find_retry(request)? {
+                return Ok(Outcome::Retry(retry));
+            }
         }
-        self.check_expected_versions(request)?;
+        if request
+            .streams
+            .iter()
+            .any(|part| part.expected_version != ExpectedVersion::Any)
+        {
+            self.check_expected_versions(request)?;
+        }
         let start = frame::begin_record(&mut group.buf, self.next_sequence);
         codec::begin_append(
             &mut group.buf,
@@ -181,14 +195,14 @@ impl Sequencer {
             },
         );
         let mut acks = Vec::with_capacity(request.event_count());
+        let partitions = self.partitions;
         for part in &request.streams {
-            let partition = partition_for(&request.tenant, &part.entity_id, self.partitions);
-            let stream = stream_mut(
-                &mut self.streams,
-                &request.tenant,
-                &part.entity_id,
-                partition,
-            )?;
+            let stream = self
+                .streams
+                .get_or_create(&request.tenant, &part.entity_id, || {
+                    partition_for(&request.tenant, &part.entity_id, partitions)
+                });
+            let partition = stream.partition;
             let next_offset = &mut self.next_offsets[usize::from(partition)];
             codec::begin_part(
                 &mut group.buf,
@@ -265,7 +279,7 @@ impl Sequencer {
                     tenant: &request.tenant,
                     entity_id: &part.entity_id,
                 };
-                if let Some(stream) = self.streams.get_mut(&key) {
+                if let Some(stream) = self.streams.get_mut(key) {
                     stream.index_ids();
                 }
             }
@@ -370,13 +384,9 @@ impl Sequencer {
             ));
         }
         *next_offset += 1;
-        let stream = stream_mut(
-            &mut self.streams,
-            event.tenant,
-            event.entity_id,
-            event.partition,
-        )
-        .map_err(|e| e.to_string())?;
+        let stream = self
+            .streams
+            .get_or_create(event.tenant, event.entity_id, || event.partition);
         if event.version != stream.offsets.len() as u64 + 1 {
             return Err(format!(
                 "stream {:?} version {}, expected {}",
@@ -418,32 +428,51 @@ impl Sequencer {
 
     /// (streams, events) assigned so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.streams.len() as u64, self.events)
+        (self.streams.states.len() as u64, self.events)
     }
 
     fn stream(&self, tenant: &str, entity_id: &str) -> Option<&StreamState> {
-        self.streams.get(&StreamRef { tenant, entity_id })
+        self.streams.get(StreamRef { tenant, entity_id })
     }
 }
 
-/// The stream's state, created (in `partition`) if it is new.
-fn stream_mut<'a>(
-    streams: &'a mut HashMap<StreamKey, StreamState>,
-    tenant: &str,
-    entity_id: &str,
-    partition: u16,
-) -> Result<&'a mut StreamState> {
-    let key = StreamRef { tenant, entity_id };
-    if !streams.contains_key(&key) {
-        let state = StreamState {
-            partition,
-            ..Default::default()
-        };
-        streams.insert(StreamKey::from(&key), state);
+/// Every stream's state, found by its identity with one hash lookup.
+#[derive(Debug, Default)]
+struct Streams {
+    index: HashMap<StreamKey, usize>,
+    states: Vec<StreamState>,
+}
+
+impl Streams {
+    fn get(&self, key: StreamRef<'_>) -> Option<&StreamState> {
+        self.index.get(&key).map(|i| &self.states[*i])
     }
-    streams
-        .get_mut(&key)
-        .ok_or_else(|| Error::Internal(format!("stream {entity_id:?} vanished after insertion")))
+
+    fn get_mut(&mut self, key: StreamRef<'_>) -> Option<&mut StreamState> {
+        self.index.get(&key).map(|i| &mut self.states[*i])
+    }
+
+    /// The stream's state, created in partition `partition()` if it is new.
+    fn get_or_create(
+        &mut self,
+        tenant: &str,
+        entity_id: &str,
+        partition: impl FnOnce() -> u16,
+    ) -> &mut StreamState {
+        let key = StreamRef { tenant, entity_id };
+        let i = match self.index.get(&key) {
+            Some(i) => *i,
+            None => {
+                self.states.push(StreamState {
+                    partition: partition(),
+                    ..Default::default()
+                });
+                self.index.insert(StreamKey::from(&key), self.states.len() - 1);
+                self.states.len() - 1
+            }
+        };
+        &mut self.states[i]
+    }
 }
 
 impl From<&StreamRef<'_>> for StreamKey {
