@@ -104,8 +104,9 @@ pub struct StoreConfig {
     pub parquet_page_rows: usize,
     /// Rows per Parquet row group (`ALLSOURCE_PARQUET_ROW_GROUP_ROWS`, default 65536).
     pub parquet_row_group_rows: usize,
-    /// Compaction merges a partition's run of adjacent small files once it has this
-    /// many (`ALLSOURCE_COMPACTION_MIN_FILES`, default 8).
+    /// Compaction merges a partition's newest adjacent small files once this many of
+    /// them are alike in size (each at most twice the size of the newer ones together)
+    /// (`ALLSOURCE_COMPACTION_MIN_FILES`, default 8).
     pub compaction_min_files: usize,
     /// Files at least this large are left alone by compaction, and merged files stay
     /// below it (`ALLSOURCE_COMPACTION_TARGET_BYTES`, default 128 MiB).

@@ -371,7 +371,30 @@ pub(crate) async fn compact(shared: &Shared) -> Result<CompactionReport> {
     Ok(report)
 }
 
-/// Merge `run` into one file when it is long enough, else keep its files as they are.
+/// Where the files worth merging start in `run` (adjacent small files of one
+/// partition, oldest first): the newest file, and each older one while it is at most
+/// twice the size of the newer ones taken so far.
+///
+/// Without the size rule, a file that had grown by merging was merged again with every
+/// few new small files until it reached the target size, so each event was rewritten
+/// once per few flushes (tens of times on its way to 128 MiB). With it, a file is only
+/// merged into one about as large as itself or larger, and each event is rewritten a
+/// logarithmic number of times.
+fn size_ratio_start(run: &[FileEntry]) -> usize {
+    let mut newer_bytes = 0u64;
+    let mut start = run.len();
+    for (i, file) in run.iter().enumerate().rev() {
+        if start < run.len() && file.bytes > newer_bytes.saturating_mul(2) {
+            break;
+        }
+        newer_bytes += file.bytes;
+        start = i;
+    }
+    start
+}
+
+/// Merge the newest files of `run` (see [`size_ratio_start`]) into one file when there
+/// are enough of them; keep the others as they are.
 async fn merge_or_keep(
     shared: &Shared,
     next: &mut Manifest,
@@ -380,10 +403,16 @@ async fn merge_or_keep(
     run: Vec<FileEntry>,
     now: i64,
 ) -> Result<()> {
-    if run.len() < shared.config.compaction_min_files {
+    let merged_from = size_ratio_start(&run);
+    if run.len() - merged_from < shared.config.compaction_min_files {
         files.extend(run);
         return Ok(());
     }
+    let mut run = run;
+    let newest = run.split_off(merged_from);
+    // The older files of the run stay as they are, before the merged one.
+    files.extend(run);
+    let run = newest;
     let tier = &shared.tier;
     let (Some(first), Some(last)) = (run.first(), run.last()) else {
         return Ok(());
@@ -410,4 +439,76 @@ async fn merge_or_keep(
     }));
     files.push(merged);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<FileEntry> {
+        sizes
+            .iter()
+            .map(|bytes| FileEntry {
+                path: String::new(),
+                partition: 0,
+                first_offset: 0,
+                end_offset: 0,
+                first_position: 0,
+                last_position: 0,
+                min_timestamp_micros: 0,
+                max_timestamp_micros: 0,
+                bytes: *bytes,
+                order: Default::default(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_newer_files_of_like_size_are_taken() {
+        assert_eq!(size_ratio_start(&files(&[])), 0);
+        assert_eq!(size_ratio_start(&files(&[5])), 0);
+        // Equal flush files: all of them.
+        assert_eq!(size_ratio_start(&files(&[10; 8])), 0);
+        // A merged file twice the size of the new ones is taken; a larger one is not.
+        assert_eq!(size_ratio_start(&files(&[160, 10, 10, 10, 10, 10, 10, 10, 10])), 0);
+        assert_eq!(size_ratio_start(&files(&[170, 10, 10, 10, 10, 10, 10, 10, 10])), 1);
+        // The walk stops at the first file too large, even if older ones are small.
+        assert_eq!(size_ratio_start(&files(&[1, 1000, 10, 10])), 2);
+    }
+
+    /// Flush files of one size and compaction after each flush, as the background
+    /// flusher does: with the size rule each byte is rewritten a few times; merging
+    /// whole runs rewrote the growing file again every few flushes.
+    #[test]
+    fn sustained_flushes_rewrite_each_byte_a_logarithmic_number_of_times() {
+        const MIN_FILES: usize = 8;
+        const TARGET: u64 = 4096;
+        let rewritten = |whole_runs: bool| {
+            let (mut sizes, mut written) = (Vec::<u64>::new(), 0u64);
+            for _ in 0..2000 {
+                sizes.push(1);
+                // The run: the newest files under the target, as `compact` gathers it.
+                let mut start = sizes.len();
+                let mut bytes = 0;
+                while start > 0 && bytes + sizes[start - 1] < TARGET {
+                    start -= 1;
+                    bytes += sizes[start];
+                }
+                let from = if whole_runs {
+                    start
+                } else {
+                    start + size_ratio_start(&files(&sizes[start..]))
+                };
+                if sizes.len() - from >= MIN_FILES {
+                    let merged: u64 = sizes.drain(from..).sum();
+                    written += merged;
+                    sizes.push(merged);
+                }
+            }
+            written as f64 / 2000.0
+        };
+        let (by_size, whole) = (rewritten(false), rewritten(true));
+        assert!(by_size < 8.0, "each byte rewritten {by_size} times");
+        assert!(whole > 3.0 * by_size, "{whole} against {by_size}");
+    }
 }

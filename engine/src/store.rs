@@ -292,9 +292,9 @@ impl EventStore {
         fs::create_dir_all(&wal_dir).context(|| format!("creating {}", wal_dir.display()))?;
         remove_temp_files(&wal_dir)?;
 
-        let object_store = match object_store {
-            Some(store) => store,
-            None => storage::open_storage(&config)?,
+        let (object_store, local_dir) = match object_store {
+            Some(store) => (store, None),
+            None => (storage::open_storage(&config)?, storage::local_dir(&config)),
         };
         let runtime = TierRuntime::new()?;
         let layout = ParquetLayout {
@@ -303,7 +303,8 @@ impl EventStore {
         };
         let partitions = meta.partitions;
         let tier = runtime.block_on(async move {
-            let tier = Tier::open(object_store, partitions, layout, event_schema()).await?;
+            let tier =
+                Tier::open(object_store, partitions, layout, event_schema(), local_dir).await?;
             let manifest = tier.manifest();
             let seq = restore_sequencer(&tier, &manifest, Sequencer::new(partitions)).await?;
             Ok::<_, Error>((tier, seq))

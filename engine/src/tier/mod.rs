@@ -52,6 +52,9 @@ pub(crate) struct Tier {
     pub change_lock: tokio::sync::Mutex<()>,
     /// Each file's positions, for position reads (subscriptions).
     positions: Mutex<PositionCache>,
+    /// The table storage's directory when it is local: files and manifests written
+    /// there are fsynced before the commit that depends on them.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl Tier {
@@ -61,6 +64,7 @@ impl Tier {
         partitions: u16,
         layout: ParquetLayout,
         schema: SchemaRef,
+        local_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
         let manifest = match manifest::load_latest(&store).await? {
             Some(m) if m.partitions != partitions => {
@@ -79,6 +83,7 @@ impl Tier {
             manifest: RwLock::new(Arc::new(manifest)),
             change_lock: tokio::sync::Mutex::new(()),
             positions: Mutex::new(PositionCache::default()),
+            local_dir,
         };
         tier.collect_orphans().await?;
         Ok(tier)
@@ -104,11 +109,36 @@ impl Tier {
                 next.version, current.version
             )));
         }
+        // A committed manifest is what lets the WAL drop its events, so the files it
+        // adds are durable before it is written, and it is durable before it counts.
+        let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
+        let added: Vec<String> = next
+            .files
+            .iter()
+            .filter(|f| !known.contains(f.path.as_str()))
+            .map(|f| f.path.clone())
+            .collect();
+        self.sync_local(added).await?;
         manifest::commit(self.store(), &next).await?;
+        self.sync_local(vec![manifest::manifest_path(next.version).to_string()])
+            .await?;
         let next = Arc::new(next);
         *self.manifest.write() = Arc::clone(&next);
         self.load_footers(&current, &next).await;
         Ok(next)
+    }
+
+    /// Fsync `paths` (relative to the table storage) when the storage is local.
+    async fn sync_local(&self, paths: Vec<String>) -> Result<()> {
+        let Some(root) = self.local_dir.clone() else {
+            return Ok(());
+        };
+        if paths.is_empty() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || storage::sync_files(&root, &paths))
+            .await
+            .map_err(|e| Error::Internal(format!("the fsync task failed: {e}")))?
     }
 
     /// Load the footers of the files `next` adds to `current`, so the first read of a
