@@ -180,6 +180,80 @@ impl AppendRequest {
     }
 }
 
+/// An append request as the log reads it, wherever its events are held.
+///
+/// [`AppendRequest`] is one. A caller that already holds events in columns (Arrow
+/// Flight ingest) implements it over its arrays and appends with
+/// [`EventStore::submit_source`](crate::EventStore::submit_source), so no event is
+/// copied into owned strings on its way into the WAL record. Parts are one stream's
+/// run of events each, applied in order, exactly as [`AppendRequest::streams`].
+pub trait AppendSource {
+    /// The owner; every read and write is scoped to one tenant.
+    fn tenant(&self) -> &str;
+    /// How many parts the request has.
+    fn part_count(&self) -> usize;
+    /// Part `part`: its stream, condition and number of events.
+    fn part(&self, part: usize) -> PartView<'_>;
+    /// Event `event` of part `part`.
+    fn event(&self, part: usize, event: usize) -> EventView<'_>;
+}
+
+/// One part of an [`AppendSource`].
+#[derive(Debug, Clone, Copy)]
+pub struct PartView<'a> {
+    /// The stream.
+    pub entity_id: &'a str,
+    /// Condition checked against the stream before these events.
+    pub expected_version: ExpectedVersion,
+    /// Number of events in the part.
+    pub len: usize,
+}
+
+/// One event of an [`AppendSource`], as [`EventData`] holds it, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    /// The event's type.
+    pub event_type: &'a str,
+    /// The body, JSON text.
+    pub payload: &'a str,
+    /// Optional JSON metadata.
+    pub metadata: Option<&'a str>,
+    /// Idempotency key; a UUID v7 is generated when `None`.
+    pub event_id: Option<&'a str>,
+    /// Event time in microseconds since the Unix epoch; ingest time when `None`.
+    pub timestamp_micros: Option<i64>,
+}
+
+impl AppendSource for AppendRequest {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn part_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn part(&self, part: usize) -> PartView<'_> {
+        let stream = &self.streams[part];
+        PartView {
+            entity_id: &stream.entity_id,
+            expected_version: stream.expected_version,
+            len: stream.events.len(),
+        }
+    }
+
+    fn event(&self, part: usize, event: usize) -> EventView<'_> {
+        let data = &self.streams[part].events[event];
+        EventView {
+            event_type: &data.event_type,
+            payload: &data.payload,
+            metadata: data.metadata.as_deref(),
+            event_id: data.event_id.as_deref(),
+            timestamp_micros: data.timestamp_micros,
+        }
+    }
+}
+
 /// Where one appended event landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventAck {
@@ -438,19 +512,24 @@ pub(crate) struct Limits {
 }
 
 /// Check a request before anything is written. Returns its approximate encoded size.
-pub(crate) fn validate_request(request: &AppendRequest, limits: Limits) -> Result<usize> {
-    check_name("tenant", &request.tenant).map_err(Error::InvalidRequest)?;
-    if request.streams.is_empty() || request.streams.iter().any(|s| s.events.is_empty()) {
+pub(crate) fn validate_request<R: AppendSource + ?Sized>(
+    request: &R,
+    limits: Limits,
+) -> Result<usize> {
+    check_name("tenant", request.tenant()).map_err(Error::InvalidRequest)?;
+    let parts = request.part_count();
+    if parts == 0 || (0..parts).any(|i| request.part(i).len == 0) {
         return Err(Error::InvalidRequest(
             "a request needs at least one event for each stream".into(),
         ));
     }
     let mut size = 0usize;
     let mut index = 0usize;
-    for stream in &request.streams {
-        check_name("entity_id", &stream.entity_id).map_err(Error::InvalidRequest)?;
-        for event in &stream.events {
-            size += validate_event(event, index, limits)? + stream.entity_id.len();
+    for i in 0..parts {
+        let part = request.part(i);
+        check_name("entity_id", part.entity_id).map_err(Error::InvalidRequest)?;
+        for j in 0..part.len {
+            size += validate_event(&request.event(i, j), index, limits)? + part.entity_id.len();
             index += 1;
         }
     }
@@ -463,21 +542,21 @@ pub(crate) fn validate_request(request: &AppendRequest, limits: Limits) -> Resul
     Ok(size)
 }
 
-fn validate_event(event: &EventData, index: usize, limits: Limits) -> Result<usize> {
+fn validate_event(event: &EventView<'_>, index: usize, limits: Limits) -> Result<usize> {
     let invalid = |reason: String| Error::InvalidEvent { index, reason };
-    check_name("event_type", &event.event_type).map_err(invalid)?;
-    if let Some(id) = &event.event_id {
+    check_name("event_type", event.event_type).map_err(invalid)?;
+    if let Some(id) = event.event_id {
         check_name("event_id", id).map_err(invalid)?;
     }
-    check_json("payload", &event.payload, index, limits.max_payload_bytes)?;
-    if let Some(metadata) = &event.metadata {
+    check_json("payload", event.payload, index, limits.max_payload_bytes)?;
+    if let Some(metadata) = event.metadata {
         check_json("metadata", metadata, index, limits.max_payload_bytes)?;
     }
     Ok(64
         + event.event_type.len()
         + event.payload.len()
-        + event.metadata.as_ref().map_or(0, String::len)
-        + event.event_id.as_ref().map_or(36, String::len))
+        + event.metadata.map_or(0, str::len)
+        + event.event_id.map_or(36, str::len))
 }
 
 fn check_name(field: &str, value: &str) -> std::result::Result<(), String> {

@@ -51,8 +51,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Durability, S3Settings, SETTINGS, StoreConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{
-    AppendRequest, AppendResult, EventAck, EventData, ExpectedVersion, JsonText, MAX_NAME_BYTES,
-    RecordedEvent, StreamAppend,
+    AppendRequest, AppendResult, AppendSource, EventAck, EventData, EventView, ExpectedVersion,
+    JsonText, MAX_NAME_BYTES, PartView, RecordedEvent, StreamAppend,
 };
 pub use event_id::EventId;
 pub use flush::{CompactionReport, FlushReport};

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::event::{
-    AppendRequest, AppendResult, EventAck, EventRow, ExpectedVersion, RecordedEvent,
+    AppendResult, AppendSource, EventAck, EventRow, ExpectedVersion, RecordedEvent,
 };
 use crate::event_id::{EventId, IdGenerator};
 use crate::partition::partition_for;
@@ -161,66 +161,63 @@ impl Sequencer {
 
     /// Check `request` and, when it is new, assign its events and encode it into
     /// `group` as one WAL record. Nothing changes when an error is returned.
-    pub fn append(
+    pub fn append<R: AppendSource + ?Sized>(
         &mut self,
-        request: &AppendRequest,
+        request: &R,
         now_micros: i64,
         group: &mut Group,
     ) -> Result<Outcome> {
-        let names_ids = request
-            .streams
-            .iter()
-            .any(|part| part.events.iter().any(|e| e.event_id.is_some()));
+        let parts = request.part_count();
+        let names_ids = (0..parts).any(|i| names_event_ids(request, i));
         if names_ids {
             self.index_named_ids(request);
             if let Some(retry) = self.find_retry(request)? {
                 return Ok(Outcome::Retry(retry));
             }
         }
-        if request
-            .streams
-            .iter()
-            .any(|part| part.expected_version != ExpectedVersion::Any)
-        {
+        if (0..parts).any(|i| request.part(i).expected_version != ExpectedVersion::Any) {
             self.check_expected_versions(request)?;
         }
+        let tenant = request.tenant();
         let start = frame::begin_record(&mut group.buf, self.next_sequence);
         codec::begin_append(
             &mut group.buf,
             &RecordHead {
-                tenant: &request.tenant,
+                tenant,
                 ingested_at_micros: now_micros,
                 first_position: self.next_position,
-                part_count: request.streams.len(),
+                part_count: parts,
             },
         );
-        let mut acks = Vec::with_capacity(request.event_count());
+        let mut acks = Vec::with_capacity((0..parts).map(|i| request.part(i).len).sum());
         let partitions = self.partitions;
-        for part in &request.streams {
+        for i in 0..parts {
+            let part = request.part(i);
             let stream = self
                 .streams
-                .get_or_create(&request.tenant, &part.entity_id, || {
-                    partition_for(&request.tenant, &part.entity_id, partitions)
+                .get_or_create(tenant, part.entity_id, || {
+                    partition_for(tenant, part.entity_id, partitions)
                 });
             let partition = stream.partition;
             let next_offset = &mut self.next_offsets[usize::from(partition)];
             codec::begin_part(
                 &mut group.buf,
                 &PartHead {
-                    entity_id: &part.entity_id,
+                    entity_id: part.entity_id,
                     partition,
                     first_version: stream.offsets.len() as u64 + 1,
                     first_offset: *next_offset,
-                    event_count: part.events.len(),
+                    event_count: part.len,
                 },
             );
-            let entity_id: Arc<str> = Arc::from(part.entity_id.as_str());
-            for data in &part.events {
-                let (event_id, key, id) = match &data.event_id {
+            let entity_id: Arc<str> = Arc::from(part.entity_id);
+            for j in 0..part.len {
+                let data = request.event(i, j);
+                let (event_id, key, id) = match data.event_id {
                     Some(text) => {
-                        let event_id = EventId::from(text.as_str());
+                        let event_id = EventId::from(text);
                         let key = event_id.uuid_value().unwrap_or_else(|| id_key(text));
-                        (event_id, key, text.as_str())
+                        (event_id, key, text)
                     }
                     None => {
                         let value = self.ids.next(now_micros);
@@ -233,9 +230,9 @@ impl Sequencer {
                 *next_offset += 1;
                 let version = stream.push(offset, key);
                 let row = EventRow {
-                    tenant: &request.tenant,
-                    entity_id: &part.entity_id,
-                    event_type: &data.event_type,
+                    tenant,
+                    entity_id: part.entity_id,
+                    event_type: data.event_type,
                     version,
                     partition,
                     offset,
@@ -244,8 +241,8 @@ impl Sequencer {
                     event_uuid: event_id.uuid_value(),
                     timestamp_micros: data.timestamp_micros.unwrap_or(now_micros),
                     ingested_at_micros: now_micros,
-                    payload: &data.payload,
-                    metadata: data.metadata.as_deref(),
+                    payload: data.payload,
+                    metadata: data.metadata,
                 };
                 codec::encode_event(&mut group.buf, &row, event_id.uuid_value());
                 acks.push(EventAck {
@@ -272,12 +269,12 @@ impl Sequencer {
 
     /// Make sure every existing stream to which `request` gives event ids has its id
     /// index, so that [`Self::find_retry`] can look the ids up.
-    fn index_named_ids(&mut self, request: &AppendRequest) {
-        for part in &request.streams {
-            if part.events.iter().any(|e| e.event_id.is_some()) {
+    fn index_named_ids<R: AppendSource + ?Sized>(&mut self, request: &R) {
+        for i in 0..request.part_count() {
+            if names_event_ids(request, i) {
                 let key = StreamRef {
-                    tenant: &request.tenant,
-                    entity_id: &part.entity_id,
+                    tenant: request.tenant(),
+                    entity_id: request.part(i).entity_id,
                 };
                 if let Some(stream) = self.streams.get_mut(key) {
                     stream.index_ids();
@@ -288,17 +285,21 @@ impl Sequencer {
 
     /// A request whose every event id is already in its stream is a retry; one where
     /// only some are is a conflict; one with none is new.
-    fn find_retry(&self, request: &AppendRequest) -> Result<Option<Vec<(u16, u64)>>> {
+    fn find_retry<R: AppendSource + ?Sized>(
+        &self,
+        request: &R,
+    ) -> Result<Option<Vec<(u16, u64)>>> {
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         let mut index = 0usize;
         let mut first_dup: Option<(&str, &str)> = None;
-        for part in &request.streams {
-            let stream = self.stream(&request.tenant, &part.entity_id);
-            for event in &part.events {
-                if let Some(id) = &event.event_id {
+        for i in 0..request.part_count() {
+            let part = request.part(i);
+            let stream = self.stream(request.tenant(), part.entity_id);
+            for j in 0..part.len {
+                if let Some(id) = request.event(i, j).event_id {
                     let key = id_key(id);
-                    if !seen.insert((part.entity_id.as_str(), key)) {
+                    if !seen.insert((part.entity_id, key)) {
                         return Err(Error::InvalidEvent {
                             index,
                             reason: format!("event id {id:?} appears twice in the request"),
@@ -306,7 +307,7 @@ impl Sequencer {
                     }
                     if let Some(v) = stream.and_then(|s| s.version_of(key).map(|v| (s, v))) {
                         found.push((v.0.partition, v.0.offsets[(v.1 - 1) as usize]));
-                        first_dup.get_or_insert((&part.entity_id, id));
+                        first_dup.get_or_insert((part.entity_id, id));
                     }
                 }
                 index += 1;
@@ -324,26 +325,27 @@ impl Sequencer {
 
     /// Check each part's expected version against the stream as the earlier parts of
     /// the same request leave it.
-    fn check_expected_versions(&self, request: &AppendRequest) -> Result<()> {
+    fn check_expected_versions<R: AppendSource + ?Sized>(&self, request: &R) -> Result<()> {
         let mut overlay: HashMap<&str, u64> = HashMap::new();
-        for part in &request.streams {
+        for i in 0..request.part_count() {
+            let part = request.part(i);
             let stored = || {
-                self.stream(&request.tenant, &part.entity_id)
+                self.stream(request.tenant(), part.entity_id)
                     .map_or(0, |s| s.offsets.len() as u64)
             };
             let version = overlay
-                .get(part.entity_id.as_str())
+                .get(part.entity_id)
                 .copied()
                 .unwrap_or_else(stored);
             let current = (version > 0).then_some(version);
             if !part.expected_version.is_satisfied_by(current) {
                 return Err(Error::WrongExpectedVersion {
-                    entity_id: part.entity_id.clone(),
+                    entity_id: part.entity_id.to_string(),
                     expected: part.expected_version,
                     current,
                 });
             }
-            overlay.insert(&part.entity_id, version + part.events.len() as u64);
+            overlay.insert(part.entity_id, version + part.len as u64);
         }
         Ok(())
     }
@@ -482,6 +484,11 @@ impl From<&StreamRef<'_>> for StreamKey {
             entity_id: r.entity_id.into(),
         }
     }
+}
+
+/// Whether part `part` of `request` gives any of its events an id.
+fn names_event_ids<R: AppendSource + ?Sized>(request: &R, part: usize) -> bool {
+    (0..request.part(part).len).any(|j| request.event(part, j).event_id.is_some())
 }
 
 /// The 128-bit key of an event id: the UUID itself when the id is one, else a

@@ -15,7 +15,9 @@ use crate::buffer::{EventColumns, LogBuffer, SharedText, event_schema};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, IoContext, Result};
-use crate::event::{AppendRequest, AppendResult, Limits, RecordedEvent, validate_request};
+use crate::event::{
+    AppendRequest, AppendResult, AppendSource, Limits, RecordedEvent, validate_request,
+};
 use crate::flush::{
     CompactionReport, FlushReport, Release, compact, flush, restore_sequencer, run_flusher,
     truncate_wal,
@@ -397,18 +399,25 @@ impl EventStore {
     /// await each [`PendingAppend`] in turn. A failure afterwards is the store's own
     /// (the WAL could not be written), and the store is then closed to appends.
     pub fn submit(&self, request: AppendRequest) -> Result<PendingAppend> {
+        self.submit_source(&request)
+    }
+
+    /// [`submit`](Self::submit) for a request held in any form (see [`AppendSource`]):
+    /// its events are read in place, checked and encoded into the WAL record without
+    /// being copied into an [`AppendRequest`] first.
+    pub fn submit_source<R: AppendSource + ?Sized>(&self, request: &R) -> Result<PendingAppend> {
         let shared = &self.inner.shared;
         let limits = Limits {
             max_payload_bytes: shared.config.max_payload_bytes,
             max_request_bytes: shared.config.max_request_bytes,
         };
-        validate_request(&request, limits)?;
+        validate_request(request, limits)?;
         let now = shared.clock.now_micros();
         let (outcome, ack, assigned_up_to) = {
             let mut guard = shared.state.lock();
             guard.check_open()?;
             let state = &mut *guard;
-            let outcome = state.seq.append(&request, now, &mut state.pending)?;
+            let outcome = state.seq.append(request, now, &mut state.pending)?;
             let ack = matches!(outcome, Outcome::Appended(_)).then(|| {
                 let (tx, rx) = oneshot::channel();
                 state.pending.waiters.push(tx);
@@ -424,8 +433,9 @@ impl EventStore {
             }
             Outcome::Retry(locations) => {
                 let mut entities = Vec::with_capacity(locations.len());
-                for part in &request.streams {
-                    entities.extend(part.events.iter().map(|_| part.entity_id.clone()));
+                for i in 0..request.part_count() {
+                    let part = request.part(i);
+                    entities.extend((0..part.len).map(|_| part.entity_id.to_string()));
                 }
                 Waiting::Retry {
                     locations,
@@ -436,7 +446,7 @@ impl EventStore {
         };
         Ok(PendingAppend {
             store: self.clone(),
-            tenant: request.tenant,
+            tenant: request.tenant().to_string(),
             waiting,
         })
     }

@@ -16,8 +16,8 @@
 
 use std::str::FromStr;
 
-use allsource_engine::{AppendRequest, EventData, ExpectedVersion};
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use allsource_engine::{AppendSource, EventView, ExpectedVersion, PartView};
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 
@@ -37,9 +37,66 @@ pub const COLUMNS: [&str; 7] = [
 /// The columns a batch must have.
 const REQUIRED: [&str; 3] = ["entity_id", "event_type", "payload"];
 
-/// The append request for one batch of `tenant`: its rows in order, consecutive rows
-/// of one stream in one part, a new part wherever a row names an expected version.
-pub fn batch_to_request(tenant: &str, batch: &RecordBatch) -> Result<AppendRequest, FlightError> {
+/// One batch of a DoPut as an append request, read in place from its columns: the
+/// store checks and encodes each row straight from the Arrow arrays (no owned strings
+/// per row). Its parts are runs of consecutive rows of one stream; a row that names
+/// an expected version starts a new part.
+#[derive(Debug)]
+pub struct EventBatch {
+    tenant: String,
+    entity_ids: StringArray,
+    event_types: StringArray,
+    payloads: StringArray,
+    event_ids: Option<StringArray>,
+    metadata: Option<StringArray>,
+    timestamps: Option<PrimitiveArray<TimestampMicrosecondType>>,
+    /// Each part: its first row, its number of rows, its condition.
+    parts: Vec<(usize, usize, ExpectedVersion)>,
+}
+
+impl EventBatch {
+    /// The batch's rows, in order.
+    pub fn rows(&self) -> usize {
+        self.entity_ids.len()
+    }
+}
+
+impl AppendSource for EventBatch {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn part_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn part(&self, part: usize) -> PartView<'_> {
+        let (first, len, expected_version) = self.parts[part];
+        PartView {
+            entity_id: self.entity_ids.value(first),
+            expected_version,
+            len,
+        }
+    }
+
+    fn event(&self, part: usize, event: usize) -> EventView<'_> {
+        let row = self.parts[part].0 + event;
+        EventView {
+            event_type: self.event_types.value(row),
+            payload: self.payloads.value(row),
+            metadata: optional(self.metadata.as_ref(), row),
+            event_id: optional(self.event_ids.as_ref(), row),
+            timestamp_micros: self
+                .timestamps
+                .as_ref()
+                .and_then(|t| t.is_valid(row).then(|| t.value(row))),
+        }
+    }
+}
+
+/// The append request for one batch of `tenant` (see [`EventBatch`]). A batch with a
+/// missing, unknown or mistyped column, or a null in a required one, is refused whole.
+pub fn batch_events(tenant: &str, batch: &RecordBatch) -> Result<EventBatch, FlightError> {
     let schema = batch.schema();
     let unknown: Vec<&str> = schema
         .fields()
@@ -86,26 +143,28 @@ pub fn batch_to_request(tenant: &str, batch: &RecordBatch) -> Result<AppendReque
         }
     }
 
-    let mut request = AppendRequest::new(tenant);
+    let mut parts: Vec<(usize, usize, ExpectedVersion)> = Vec::new();
     for row in 0..batch.num_rows() {
-        let entity_id = entity_ids.value(row);
-        let mut event = EventData::new(event_types.value(row), payloads.value(row));
-        event.event_id = optional(event_ids.as_ref(), row).map(str::to_owned);
-        event.metadata = optional(metadata.as_ref(), row).map(str::to_owned);
-        event.timestamp_micros = timestamps
-            .as_ref()
-            .and_then(|t| t.is_valid(row).then(|| t.value(row)));
         let condition = expected.as_ref().map(|e| e.at(row)).transpose()?.flatten();
-        match request.streams.last_mut() {
-            Some(part) if part.entity_id == entity_id && condition.is_none() => {
-                part.events.push(event);
+        match parts.last_mut() {
+            Some((first, len, _))
+                if condition.is_none() && entity_ids.value(*first) == entity_ids.value(row) =>
+            {
+                *len += 1;
             }
-            _ => {
-                request = request.stream(entity_id, condition.unwrap_or_default(), vec![event]);
-            }
+            _ => parts.push((row, 1, condition.unwrap_or_default())),
         }
     }
-    Ok(request)
+    Ok(EventBatch {
+        tenant: tenant.to_string(),
+        entity_ids,
+        event_types,
+        payloads,
+        event_ids,
+        metadata,
+        timestamps,
+        parts,
+    })
 }
 
 fn optional(column: Option<&StringArray>, row: usize) -> Option<&str> {
@@ -126,9 +185,7 @@ fn strings(name: &str, column: &ArrayRef) -> Result<StringArray, FlightError> {
 }
 
 /// A timestamp column as microseconds since the Unix epoch.
-fn micros(
-    column: &ArrayRef,
-) -> Result<arrow::array::PrimitiveArray<TimestampMicrosecondType>, FlightError> {
+fn micros(column: &ArrayRef) -> Result<PrimitiveArray<TimestampMicrosecondType>, FlightError> {
     match column.data_type() {
         DataType::Timestamp(_, _) => {
             cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))
@@ -143,7 +200,7 @@ fn micros(
 
 /// The `expected_version` column: numbers (exact versions) or words.
 enum ExpectedColumn {
-    Numbers(arrow::array::PrimitiveArray<Int64Type>),
+    Numbers(PrimitiveArray<Int64Type>),
     Words(StringArray),
 }
 
@@ -256,11 +313,12 @@ mod tests {
                 ])),
             ),
         ]);
-        let request = batch_to_request("default", &b).unwrap_or_else(|e| panic!("{e}"));
-        let parts: Vec<(&str, ExpectedVersion, usize)> = request
-            .streams
-            .iter()
-            .map(|p| (p.entity_id.as_str(), p.expected_version, p.events.len()))
+        let events = batch_events("default", &b).unwrap_or_else(|e| panic!("{e}"));
+        let parts: Vec<(&str, ExpectedVersion, usize)> = (0..events.part_count())
+            .map(|i| {
+                let p = events.part(i);
+                (p.entity_id, p.expected_version, p.len)
+            })
             .collect();
         assert_eq!(
             parts,
@@ -271,13 +329,15 @@ mod tests {
                 ("a", ExpectedVersion::Exact(3), 1),
             ]
         );
-        assert_eq!(request.streams[0].events[0].timestamp_micros, Some(5000));
-        assert_eq!(request.streams[0].events[1].timestamp_micros, None);
+        assert_eq!(events.event(0, 0).timestamp_micros, Some(5000));
+        assert_eq!(events.event(0, 1).timestamp_micros, None);
+        assert_eq!(events.event(3, 0).payload, r#"{"n":1}"#);
+        assert_eq!(events.rows(), 5);
     }
 
     #[test]
     fn malformed_batches_are_named_precisely() {
-        let message = |b: RecordBatch| match batch_to_request("default", &b) {
+        let message = |b: RecordBatch| match batch_events("default", &b) {
             Ok(_) => panic!("accepted"),
             Err(e) => e.to_string(),
         };

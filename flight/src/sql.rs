@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
 use crate::error::FlightError;
-use crate::ingest::{BatchAck, batch_to_request};
+use crate::ingest::{BatchAck, batch_events};
 use crate::statement::{Statement, one_row};
 
 /// Batches of one DoPut being made durable at once (see [`SqlService::ingest`]).
@@ -197,8 +197,8 @@ impl SqlService {
                             if batch.num_rows() == 0 {
                                 return Ok(None);
                             }
-                            let request = batch_to_request(tenant, &batch)?;
-                            Ok(Some(self.store.submit(request)?))
+                            let events = batch_events(tenant, &batch)?;
+                            Ok(Some(self.store.submit_source(&events)?))
                         });
                     match submitted {
                         Ok(Some(pending)) => in_flight.push_back(pending.durable()),
