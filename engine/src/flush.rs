@@ -470,8 +470,14 @@ mod tests {
         // Equal flush files: all of them.
         assert_eq!(size_ratio_start(&files(&[10; 8])), 0);
         // A merged file twice the size of the new ones is taken; a larger one is not.
-        assert_eq!(size_ratio_start(&files(&[160, 10, 10, 10, 10, 10, 10, 10, 10])), 0);
-        assert_eq!(size_ratio_start(&files(&[170, 10, 10, 10, 10, 10, 10, 10, 10])), 1);
+        assert_eq!(
+            size_ratio_start(&files(&[160, 10, 10, 10, 10, 10, 10, 10, 10])),
+            0
+        );
+        assert_eq!(
+            size_ratio_start(&files(&[170, 10, 10, 10, 10, 10, 10, 10, 10])),
+            1
+        );
         // The walk stops at the first file too large, even if older ones are small.
         assert_eq!(size_ratio_start(&files(&[1, 1000, 10, 10])), 2);
     }

@@ -193,11 +193,9 @@ impl Sequencer {
         let partitions = self.partitions;
         for i in 0..parts {
             let part = request.part(i);
-            let stream = self
-                .streams
-                .get_or_create(tenant, part.entity_id, || {
-                    partition_for(tenant, part.entity_id, partitions)
-                });
+            let stream = self.streams.get_or_create(tenant, part.entity_id, || {
+                partition_for(tenant, part.entity_id, partitions)
+            });
             let partition = stream.partition;
             let next_offset = &mut self.next_offsets[usize::from(partition)];
             codec::begin_part(
@@ -285,10 +283,7 @@ impl Sequencer {
 
     /// A request whose every event id is already in its stream is a retry; one where
     /// only some are is a conflict; one with none is new.
-    fn find_retry<R: AppendSource + ?Sized>(
-        &self,
-        request: &R,
-    ) -> Result<Option<Vec<(u16, u64)>>> {
+    fn find_retry<R: AppendSource + ?Sized>(&self, request: &R) -> Result<Option<Vec<(u16, u64)>>> {
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         let mut index = 0usize;
@@ -333,10 +328,7 @@ impl Sequencer {
                 self.stream(request.tenant(), part.entity_id)
                     .map_or(0, |s| s.offsets.len() as u64)
             };
-            let version = overlay
-                .get(part.entity_id)
-                .copied()
-                .unwrap_or_else(stored);
+            let version = overlay.get(part.entity_id).copied().unwrap_or_else(stored);
             let current = (version > 0).then_some(version);
             if !part.expected_version.is_satisfied_by(current) {
                 return Err(Error::WrongExpectedVersion {
@@ -469,7 +461,8 @@ impl Streams {
                     partition: partition(),
                     ..Default::default()
                 });
-                self.index.insert(StreamKey::from(&key), self.states.len() - 1);
+                self.index
+                    .insert(StreamKey::from(&key), self.states.len() - 1);
                 self.states.len() - 1
             }
         };

@@ -156,7 +156,9 @@ pub async fn write_file(
 fn cluster(rows: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let entity = rows.column(columns::ENTITY_ID).as_string_opt::<i32>();
     let tenant = rows.column(columns::TENANT).as_string_opt::<i32>();
-    let offset = rows.column(columns::OFFSET).as_primitive_opt::<UInt64Type>();
+    let offset = rows
+        .column(columns::OFFSET)
+        .as_primitive_opt::<UInt64Type>();
     let (Some(entity), Some(tenant), Some(offset)) = (entity, tenant, offset) else {
         let keys = [columns::ENTITY_ID, columns::TENANT, columns::OFFSET].map(|c| SortColumn {
             values: Arc::clone(rows.column(c)),
