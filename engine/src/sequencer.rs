@@ -168,12 +168,10 @@ impl Sequencer {
         group: &mut Group,
     ) -> Result<Outcome> {
         let parts = request.part_count();
-        let names_ids = (0..parts).any(|i| names_event_ids(request, i));
-        if names_ids {
-            self.index_named_ids(request);
-            if let Some(retry) = self.find_retry(request)? {
-                return Ok(Outcome::Retry(retry));
-            }
+        if self.index_named_ids(request)
+            && let Some(retry) = self.find_retry(request)?
+        {
+            return Ok(Outcome::Retry(retry));
         }
         if (0..parts).any(|i| request.part(i).expected_version != ExpectedVersion::Any) {
             self.check_expected_versions(request)?;
@@ -266,10 +264,13 @@ impl Sequencer {
     }
 
     /// Make sure every existing stream to which `request` gives event ids has its id
-    /// index, so that [`Self::find_retry`] can look the ids up.
-    fn index_named_ids<R: AppendSource + ?Sized>(&mut self, request: &R) {
+    /// index, so that [`Self::find_retry`] can look the ids up. Returns whether the
+    /// request names any event id at all.
+    fn index_named_ids<R: AppendSource + ?Sized>(&mut self, request: &R) -> bool {
+        let mut names_ids = false;
         for i in 0..request.part_count() {
             if names_event_ids(request, i) {
+                names_ids = true;
                 let key = StreamRef {
                     tenant: request.tenant(),
                     entity_id: request.part(i).entity_id,
@@ -279,6 +280,7 @@ impl Sequencer {
                 }
             }
         }
+        names_ids
     }
 
     /// A request whose every event id is already in its stream is a retry; one where

@@ -57,6 +57,16 @@ pub(crate) struct Tier {
     local_dir: Option<std::path::PathBuf>,
 }
 
+/// The files `next` names that `current` does not.
+fn added_files(current: &Manifest, next: &Manifest) -> Vec<FileEntry> {
+    let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
+    next.files
+        .iter()
+        .filter(|f| !known.contains(f.path.as_str()))
+        .cloned()
+        .collect()
+}
+
 impl Tier {
     /// Load the newest manifest (or start empty) and delete files it does not name.
     pub async fn open(
@@ -111,20 +121,15 @@ impl Tier {
         }
         // A committed manifest is what lets the WAL drop its events, so the files it
         // adds are durable before it is written, and it is durable before it counts.
-        let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
-        let added: Vec<String> = next
-            .files
-            .iter()
-            .filter(|f| !known.contains(f.path.as_str()))
-            .map(|f| f.path.clone())
-            .collect();
-        self.sync_local(added).await?;
+        let added = added_files(&current, &next);
+        self.sync_local(added.iter().map(|f| f.path.clone()).collect())
+            .await?;
         manifest::commit(self.store(), &next).await?;
         self.sync_local(vec![manifest::manifest_path(next.version).to_string()])
             .await?;
         let next = Arc::new(next);
         *self.manifest.write() = Arc::clone(&next);
-        self.load_footers(&current, &next).await;
+        self.load_footers(&added).await;
         Ok(next)
     }
 
@@ -141,16 +146,11 @@ impl Tier {
             .map_err(|e| Error::Internal(format!("the fsync task failed: {e}")))?
     }
 
-    /// Load the footers of the files `next` adds to `current`, so the first read of a
-    /// new file does not wait for its footer and page index. Best effort: a failure
-    /// here only means the first read loads the footer itself.
-    async fn load_footers(&self, current: &Manifest, next: &Manifest) {
-        let known: HashSet<&str> = current.files.iter().map(|f| f.path.as_str()).collect();
-        for file in next
-            .files
-            .iter()
-            .filter(|f| !known.contains(f.path.as_str()))
-        {
+    /// Load the footers of newly committed files, so the first read of a new file
+    /// does not wait for its footer and page index. Best effort: a failure here only
+    /// means the first read loads the footer itself.
+    async fn load_footers(&self, added: &[FileEntry]) {
+        for file in added {
             if let Err(err) = self.reader.load_footer(file).await {
                 tracing::warn!(path = %file.path, error = %err, "loading a new file's footer");
             }
