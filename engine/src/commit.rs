@@ -25,7 +25,7 @@ use crate::store::Shared;
 use crate::wal::codec;
 use crate::wal::frame::RECORD_HEADER_BYTES;
 use crate::wal::writer::SegmentWriter;
-use crate::watchers::{Collector, Woken};
+use crate::watchers::Collector;
 
 /// The writer thread's body; returns when the store closes or the WAL fails.
 pub(crate) fn run(shared: Arc<Shared>, mut wal: SegmentWriter) {
@@ -145,13 +145,12 @@ fn commit(
         .store(segment_bytes, Ordering::Relaxed);
     if let Some(end) = group.end_position {
         shared.segments.lock().insert(segment_id, end);
-        let woken = publish(shared, group)?;
+        let collector = publish(shared, group)?;
         shared.head.send_replace(end);
-        // Only now: a subscription woken before the head moved could find nothing
-        // new and wait again, its wake spent.
-        if let Some(woken) = woken {
-            woken.wake();
-        }
+        // Only now, with the head moved: a subscription woken before could find
+        // nothing new and wait again, its wake spent; and one that registers once
+        // the collector lets go of the registry sees the new head.
+        collector.finish().wake();
         let waiting = end.saturating_sub(shared.tier.manifest().flushed_position);
         if waiting >= shared.config.flush_min_events {
             shared.flush_wake.notify_one();
@@ -161,8 +160,9 @@ fn commit(
 }
 
 /// Decode the group's records, now written, into the partitions' Arrow buffers;
-/// the subscriptions the group's events concern, to wake once they are visible.
-fn publish(shared: &Shared, group: &Group) -> Result<Option<Woken>> {
+/// gathers the subscriptions the group's events concern, to wake once they are
+/// visible (the collector holds the registry until then).
+fn publish<'a>(shared: &'a Shared, group: &Group) -> Result<Collector<'a>> {
     let mut publisher = shared.buffer.publisher();
     let mut collector = shared.watchers.collector();
     let mut bodies = group.records.iter().peekable();
@@ -171,9 +171,7 @@ fn publish(shared: &Shared, group: &Group) -> Result<Option<Woken>> {
         let body = &group.buf[start + RECORD_HEADER_BYTES..end];
         let mut failure = None;
         codec::decode_append(body, |row| {
-            if let Some(collector) = collector.as_mut() {
-                collector.see(row);
-            }
+            collector.see(row);
             publisher.push(row).map_err(|err| {
                 let reason = err.to_string();
                 failure = Some(err);
@@ -186,7 +184,7 @@ fn publish(shared: &Shared, group: &Group) -> Result<Option<Woken>> {
             })
         })?;
     }
-    Ok(collector.map(Collector::finish))
+    Ok(collector)
 }
 
 /// Stop accepting writes after a WAL failure and tell every waiting appender.

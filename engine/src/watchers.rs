@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -27,8 +26,6 @@ use crate::event::EventRow;
 /// The registry of waiting subscriptions, shared by the store.
 #[derive(Debug, Default)]
 pub(crate) struct Watchers {
-    /// How many are registered: publishing skips the lookups when there are none.
-    registered: AtomicUsize,
     registry: Mutex<Registry>,
 }
 
@@ -122,7 +119,6 @@ impl Watchers {
                 }
             }
         }
-        self.registered.fetch_add(1, Ordering::Release);
         Registration {
             watchers: Arc::clone(self),
             id,
@@ -163,19 +159,23 @@ impl Watchers {
         if tenant.is_empty() {
             registry.tenants.remove(&registration.tenant);
         }
-        self.registered.fetch_sub(1, Ordering::Release);
     }
 
-    /// A collector for one group's events, or `None` when nobody is waiting.
-    pub fn collector(&self) -> Option<Collector<'_>> {
-        if self.registered.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        Some(Collector {
-            registry: self.registry.lock(),
+    /// A collector for one group's events. It holds the registry's lock until
+    /// [`Collector::finish`], and the writer moves the visible position before
+    /// finishing: a subscription registering meanwhile waits for the lock and then
+    /// reads the new position, so no commit can slip between its registration and its
+    /// first look at the log. (Skipping the lock when nobody was registered let a
+    /// subscription register, read the old position and wait for a wake that never
+    /// came.)
+    pub fn collector(&self) -> Collector<'_> {
+        let registry = self.registry.lock();
+        Collector {
+            idle: registry.tenants.is_empty(),
+            registry,
             woken: Vec::new(),
             last_tenant: None,
-        })
+        }
     }
 
     /// Wake every registered subscription (the store closed or failed).
@@ -197,6 +197,8 @@ impl Watchers {
 /// Gathers, under the registry's lock, whom one group's events concern.
 pub(crate) struct Collector<'a> {
     registry: parking_lot::MutexGuard<'a, Registry>,
+    /// Nobody is registered: rows need no lookups.
+    idle: bool,
     woken: Vec<Watcher>,
     /// The tenant of the previous row: its whole-tenant watchers are already in
     /// `woken` (rows of one group mostly share a tenant).
@@ -208,9 +210,13 @@ impl Collector<'_> {
     pub fn see(&mut self, row: &EventRow<'_>) {
         let Collector {
             registry,
+            idle,
             woken,
             last_tenant,
         } = self;
+        if *idle {
+            return;
+        }
         let Some(tenant) = registry.tenants.get(row.tenant) else {
             return;
         };
@@ -275,9 +281,7 @@ mod tests {
 
     /// Which registrations a group of `rows` wakes: their ids.
     fn woken(watchers: &Watchers, rows: &[EventRow<'_>]) -> Vec<u64> {
-        let Some(mut collector) = watchers.collector() else {
-            return Vec::new();
-        };
+        let mut collector = watchers.collector();
         for r in rows {
             collector.see(r);
         }
@@ -287,7 +291,7 @@ mod tests {
     #[test]
     fn a_group_wakes_only_the_subscriptions_it_has_events_for() {
         let watchers = Arc::new(Watchers::default());
-        assert!(watchers.collector().is_none(), "nobody waits: no lookups");
+        assert!(watchers.collector().idle, "nobody waits: no lookups");
         let all = watchers.register("acme", Interest::All);
         let stream = watchers.register("acme", Interest::Stream("order-1".into()));
         let types = watchers.register(
@@ -321,7 +325,7 @@ mod tests {
             Vec::<u64>::new()
         );
         drop(other);
-        assert!(watchers.collector().is_none());
+        assert!(watchers.collector().idle);
         assert!(watchers.registry.lock().tenants.is_empty());
     }
 
@@ -329,7 +333,7 @@ mod tests {
     async fn a_wake_before_the_wait_is_kept() {
         let watchers = Arc::new(Watchers::default());
         let registration = watchers.register("acme", Interest::Stream("s".into()));
-        let mut collector = watchers.collector().unwrap_or_else(|| panic!("registered"));
+        let mut collector = watchers.collector();
         collector.see(&row("acme", "s", "t"));
         collector.finish().wake();
         tokio::time::timeout(std::time::Duration::from_secs(5), registration.notified())
