@@ -60,8 +60,8 @@ pub use meta::{META_FILE, StoreMeta};
 pub use partition::{partition_for, stable_hash};
 pub use snapshot::EntityState;
 pub use store::{
-    Environment, EventStore, PartitionStats, PendingAppend, StoreStats, TableSnapshot, TierStats,
-    WalStats,
+    Checked, Environment, EventStore, PartitionStats, PendingAppend, StoreStats, TableSnapshot,
+    TierStats, WalStats,
 };
 pub use subscription::{Subscription, SubscriptionFilter, SubscriptionProgress};
 pub use table::EventsTable;

@@ -20,11 +20,13 @@ use crate::partition::partition_for;
 use crate::wal::codec::{self, PartHead, RecordHead};
 use crate::wal::frame;
 
-/// A stream's identity.
+/// A stream's identity. The tenant's text is shared by all its streams, so a lookup
+/// compares it in memory that is already in cache; the entity id is shared with the
+/// acknowledgements of the stream's appends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct StreamKey {
-    tenant: Box<str>,
-    entity_id: Box<str>,
+    tenant: Arc<str>,
+    entity_id: Arc<str>,
 }
 
 /// A borrowed stream identity, to look streams up without allocating.
@@ -40,36 +42,64 @@ impl Equivalent<StreamKey> for StreamRef<'_> {
     }
 }
 
+/// One version of a stream: where it is and its event id key (kept as two words, so
+/// a version takes 24 bytes rather than a `u128`'s aligned 32).
+#[derive(Debug, Clone, Copy)]
+struct Version {
+    offset: u64,
+    id: [u64; 2],
+}
+
+impl Version {
+    fn id_key(&self) -> u128 {
+        (u128::from(self.id[0]) << 64) | u128::from(self.id[1])
+    }
+}
+
 /// What the log knows of one stream.
 #[derive(Debug, Default)]
 struct StreamState {
     partition: u16,
-    /// Partition offset of each version: `offsets[v - 1]`.
-    offsets: Vec<u64>,
-    /// Event id key of each version: `ids[v - 1]`.
-    ids: Vec<u128>,
-    /// Event id key -> version, built from `ids` the first time a request names event
-    /// ids for this stream and kept up to date from then on. Streams whose events all
-    /// get generated ids never need it, and their appends do not pay for it.
+    /// Each version's partition offset and event id key: `versions[v - 1]`. One
+    /// vector, so an append to the stream touches one place in memory.
+    versions: Vec<Version>,
+    /// Event id key -> version, built from `versions` the first time a request names
+    /// event ids for this stream and kept up to date from then on. Streams whose events
+    /// all get generated ids never need it, and their appends do not pay for it.
     by_id: Option<HashMap<u128, u64>>,
 }
 
 impl StreamState {
     /// Record the next version at `offset`, with event id key `key`; returns the version.
     fn push(&mut self, offset: u64, key: u128) -> u64 {
-        self.offsets.push(offset);
-        self.ids.push(key);
-        let version = self.offsets.len() as u64;
+        self.versions.push(Version {
+            offset,
+            id: [(key >> 64) as u64, key as u64],
+        });
+        let version = self.versions.len() as u64;
         if let Some(by_id) = &mut self.by_id {
             by_id.insert(key, version);
         }
         version
     }
 
+    /// The stream's current version (0 when it has none).
+    fn version(&self) -> u64 {
+        self.versions.len() as u64
+    }
+
+    /// The partition offset of `version` (from 1).
+    fn offset_of(&self, version: u64) -> u64 {
+        self.versions[(version - 1) as usize].offset
+    }
+
     /// Build the id index if the stream does not have it yet.
     fn index_ids(&mut self) {
         if self.by_id.is_none() {
-            let by_id = (1u64..).zip(&self.ids).map(|(v, key)| (*key, v)).collect();
+            let by_id = (1u64..)
+                .zip(&self.versions)
+                .map(|(v, version)| (version.id_key(), v))
+                .collect();
             self.by_id = Some(by_id);
         }
     }
@@ -191,7 +221,7 @@ impl Sequencer {
         let partitions = self.partitions;
         for i in 0..parts {
             let part = request.part(i);
-            let stream = self.streams.get_or_create(tenant, part.entity_id, || {
+            let (entity_id, stream) = self.streams.get_or_create(tenant, part.entity_id, || {
                 partition_for(tenant, part.entity_id, partitions)
             });
             let partition = stream.partition;
@@ -201,12 +231,11 @@ impl Sequencer {
                 &PartHead {
                     entity_id: part.entity_id,
                     partition,
-                    first_version: stream.offsets.len() as u64 + 1,
+                    first_version: stream.version() + 1,
                     first_offset: *next_offset,
                     event_count: part.len,
                 },
             );
-            let entity_id: Arc<str> = Arc::from(part.entity_id);
             for j in 0..part.len {
                 let data = request.event(i, j);
                 let (event_id, key, id) = match data.event_id {
@@ -243,7 +272,7 @@ impl Sequencer {
                 codec::encode_event(&mut group.buf, &row, event_id.uuid_value());
                 acks.push(EventAck {
                     event_id,
-                    entity_id: Arc::clone(&entity_id),
+                    entity_id: Arc::clone(entity_id),
                     version,
                     partition,
                     offset,
@@ -303,7 +332,7 @@ impl Sequencer {
                         });
                     }
                     if let Some(v) = stream.and_then(|s| s.version_of(key).map(|v| (s, v))) {
-                        found.push((v.0.partition, v.0.offsets[(v.1 - 1) as usize]));
+                        found.push((v.0.partition, v.0.offset_of(v.1)));
                         first_dup.get_or_insert((part.entity_id, id));
                     }
                 }
@@ -328,7 +357,7 @@ impl Sequencer {
             let part = request.part(i);
             let stored = || {
                 self.stream(request.tenant(), part.entity_id)
-                    .map_or(0, |s| s.offsets.len() as u64)
+                    .map_or(0, StreamState::version)
             };
             let version = overlay.get(part.entity_id).copied().unwrap_or_else(stored);
             let current = (version > 0).then_some(version);
@@ -380,15 +409,15 @@ impl Sequencer {
             ));
         }
         *next_offset += 1;
-        let stream = self
+        let (_, stream) = self
             .streams
             .get_or_create(event.tenant, event.entity_id, || event.partition);
-        if event.version != stream.offsets.len() as u64 + 1 {
+        if event.version != stream.version() + 1 {
             return Err(format!(
                 "stream {:?} version {}, expected {}",
                 event.entity_id,
                 event.version,
-                stream.offsets.len() + 1
+                stream.version() + 1
             ));
         }
         let key = event.event_uuid.unwrap_or_else(|| id_key(event.event_id));
@@ -406,25 +435,33 @@ impl Sequencer {
         max: usize,
     ) -> Option<StreamLocation> {
         let stream = self.stream(tenant, entity_id)?;
-        let skip = from_version
-            .saturating_sub(1)
-            .min(stream.offsets.len() as u64) as usize;
-        let end = skip.saturating_add(max).min(stream.offsets.len());
+        let skip = from_version.saturating_sub(1).min(stream.version()) as usize;
+        let end = skip.saturating_add(max).min(stream.versions.len());
         Some(StreamLocation {
             partition: stream.partition,
-            offsets: stream.offsets[skip..end].to_vec(),
+            offsets: stream.versions[skip..end]
+                .iter()
+                .map(|v| v.offset)
+                .collect(),
         })
     }
 
-    /// The stream's partition and the offsets of all its versions (durable or not).
-    pub fn stream_offsets(&self, tenant: &str, entity_id: &str) -> Option<(u16, &[u64])> {
-        self.stream(tenant, entity_id)
-            .map(|s| (s.partition, s.offsets.as_slice()))
+    /// The stream's partition, and how many of its versions have offsets below
+    /// `visible(partition)` (its versions are in offset order).
+    pub fn versions_below(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        visible: impl FnOnce(u16) -> u64,
+    ) -> Option<u64> {
+        let stream = self.stream(tenant, entity_id)?;
+        let visible = visible(stream.partition);
+        Some(stream.versions.partition_point(|v| v.offset < visible) as u64)
     }
 
     /// (streams, events) assigned so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.streams.states.len() as u64, self.events)
+        (self.streams.map.len() as u64, self.events)
     }
 
     fn stream(&self, tenant: &str, entity_id: &str) -> Option<&StreamState> {
@@ -435,48 +472,53 @@ impl Sequencer {
 /// Every stream's state, found by its identity with one hash lookup.
 #[derive(Debug, Default)]
 struct Streams {
-    index: HashMap<StreamKey, usize>,
-    states: Vec<StreamState>,
+    map: HashMap<StreamKey, StreamState>,
+    /// Each tenant's name, shared by the keys of its streams.
+    tenants: HashSet<Arc<str>>,
 }
 
 impl Streams {
     fn get(&self, key: StreamRef<'_>) -> Option<&StreamState> {
-        self.index.get(&key).map(|i| &self.states[*i])
+        self.map.get(&key)
     }
 
     fn get_mut(&mut self, key: StreamRef<'_>) -> Option<&mut StreamState> {
-        self.index.get(&key).map(|i| &mut self.states[*i])
+        self.map.get_mut(&key)
     }
 
-    /// The stream's state, created in partition `partition()` if it is new.
+    /// The stream's entity id and state, created in partition `partition()` if it is
+    /// new.
     fn get_or_create(
         &mut self,
         tenant: &str,
         entity_id: &str,
         partition: impl FnOnce() -> u16,
-    ) -> &mut StreamState {
+    ) -> (&Arc<str>, &mut StreamState) {
         let key = StreamRef { tenant, entity_id };
-        let i = match self.index.get(&key) {
-            Some(i) => *i,
-            None => {
-                self.states.push(StreamState {
-                    partition: partition(),
-                    ..Default::default()
-                });
-                self.index
-                    .insert(StreamKey::from(&key), self.states.len() - 1);
-                self.states.len() - 1
-            }
-        };
-        &mut self.states[i]
-    }
-}
-
-impl From<&StreamRef<'_>> for StreamKey {
-    fn from(r: &StreamRef<'_>) -> Self {
-        StreamKey {
-            tenant: r.tenant.into(),
-            entity_id: r.entity_id.into(),
+        if !self.map.contains_key(&key) {
+            let tenant = match self.tenants.get(tenant) {
+                Some(shared) => Arc::clone(shared),
+                None => {
+                    let shared: Arc<str> = Arc::from(tenant);
+                    self.tenants.insert(Arc::clone(&shared));
+                    shared
+                }
+            };
+            let state = StreamState {
+                partition: partition(),
+                ..Default::default()
+            };
+            self.map.insert(
+                StreamKey {
+                    tenant,
+                    entity_id: Arc::from(entity_id),
+                },
+                state,
+            );
+        }
+        match self.map.get_key_value_mut(&key) {
+            Some((key, state)) => (&key.entity_id, state),
+            None => unreachable!("the stream was just inserted"),
         }
     }
 }

@@ -406,12 +406,36 @@ impl EventStore {
     /// its events are read in place, checked and encoded into the WAL record without
     /// being copied into an [`AppendRequest`] first.
     pub fn submit_source<R: AppendSource + ?Sized>(&self, request: &R) -> Result<PendingAppend> {
+        validate_request(request, self.limits())?;
+        self.sequence(request)
+    }
+
+    /// Check a request's events (names, JSON, sizes) on their own, before
+    /// [`submit_checked`](Self::submit_checked): a caller receiving a stream of
+    /// requests can check the next one on another task while the current one is being
+    /// sequenced. Expected versions and event ids are checked when it is submitted.
+    pub fn check<R: AppendSource>(&self, request: R) -> Result<Checked<R>> {
+        validate_request(&request, self.limits())?;
+        Ok(Checked(request))
+    }
+
+    /// [`submit_source`](Self::submit_source) for a request already checked by
+    /// [`check`](Self::check).
+    pub fn submit_checked<R: AppendSource>(&self, request: &Checked<R>) -> Result<PendingAppend> {
+        self.sequence(&request.0)
+    }
+
+    fn limits(&self) -> Limits {
+        let config = &self.inner.shared.config;
+        Limits {
+            max_payload_bytes: config.max_payload_bytes,
+            max_request_bytes: config.max_request_bytes,
+        }
+    }
+
+    /// Sequence a checked request and queue it for the WAL writer.
+    fn sequence<R: AppendSource + ?Sized>(&self, request: &R) -> Result<PendingAppend> {
         let shared = &self.inner.shared;
-        let limits = Limits {
-            max_payload_bytes: shared.config.max_payload_bytes,
-            max_request_bytes: shared.config.max_request_bytes,
-        };
-        validate_request(request, limits)?;
         let now = shared.clock.now_micros();
         let (outcome, ack, assigned_up_to) = {
             let mut guard = shared.state.lock();
@@ -670,9 +694,10 @@ impl EventStore {
     /// stream has none.
     pub fn stream_version(&self, tenant: &str, entity_id: &str) -> Option<u64> {
         let state = self.inner.shared.state.lock();
-        let (partition, offsets) = state.seq.stream_offsets(tenant, entity_id)?;
-        let visible = self.inner.shared.buffer.next_offset(partition);
-        let version = offsets.partition_point(|o| *o < visible) as u64;
+        let buffer = &self.inner.shared.buffer;
+        let version = state
+            .seq
+            .versions_below(tenant, entity_id, |partition| buffer.next_offset(partition))?;
         (version > 0).then_some(version)
     }
 
@@ -925,6 +950,18 @@ pub(crate) async fn read_events_at(
             }
         }
         return Ok(events);
+    }
+}
+
+/// A request whose events [`EventStore::check`] found valid, ready for
+/// [`EventStore::submit_checked`].
+#[derive(Debug)]
+pub struct Checked<R>(R);
+
+impl<R> Checked<R> {
+    /// The request.
+    pub fn request(&self) -> &R {
+        &self.0
     }
 }
 

@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use allsource_engine::EventStore;
+use allsource_engine::{Checked, EventStore};
 use allsource_sql::{CATALOG, EventQl, SCHEMA};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -31,11 +31,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
 use crate::error::FlightError;
-use crate::ingest::{BatchAck, batch_events};
+use crate::ingest::{BatchAck, EventBatch, batch_events};
 use crate::statement::{Statement, one_row};
 
 /// Batches of one DoPut being made durable at once (see [`SqlService::ingest`]).
 const APPENDS_IN_FLIGHT: usize = 4;
+/// How many decoded and checked batches of a DoPut may wait to be sequenced.
+const BATCHES_AHEAD: usize = 2;
 
 /// The table DoPut and bulk ingest append to.
 pub const EVENTS_TABLE: &str = "events";
@@ -152,20 +154,29 @@ impl SqlService {
     /// next append; a reader that has gone leaves the appends standing). Returns the
     /// number of events appended.
     ///
-    /// Batches are pipelined: a batch is checked and sequenced as soon as it arrives,
-    /// while up to [`APPENDS_IN_FLIGHT`] earlier ones are still being made durable,
-    /// so decoding, checking and WAL writes overlap and share fsyncs. Acknowledgements
-    /// still go out in batch order. The first batch that fails stops the DoPut: the
-    /// batches before it are acknowledged, nothing of it or after it is written.
+    /// Batches are pipelined. A reader task decodes each batch and checks its events
+    /// (names, JSON, sizes) as soon as it arrives, up to [`BATCHES_AHEAD`] batches
+    /// ahead, while this task sequences the checked ones in order and keeps up to
+    /// [`APPENDS_IN_FLIGHT`] of them being made durable: decoding, checking, sequencing
+    /// and WAL writes overlap, on both cores, and appends share fsyncs.
+    /// Acknowledgements still go out in batch order. The first batch that fails stops
+    /// the DoPut: the batches before it are acknowledged, nothing of it or after it is
+    /// written.
     async fn ingest(
         &self,
         tenant: &str,
         stream: PeekableFlightDataStream,
         acks: Option<&tokio::sync::mpsc::Sender<Result<PutResult, Status>>>,
     ) -> Result<i64, FlightError> {
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(
-            stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
-        );
+        let (checked_tx, mut checked) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let reader = tokio::spawn(check_batches(
+            self.store.clone(),
+            tenant.to_string(),
+            stream,
+            checked_tx,
+        ));
+        // Stop reading (and checking) when this DoPut ends, whichever way it ends.
+        let _reader = AbortOnDrop(reader);
         let mut in_flight = futures::stream::FuturesOrdered::new();
         let mut total = 0i64;
         let mut input_open = true;
@@ -186,23 +197,16 @@ impl SqlService {
                             .await;
                     }
                 }
-                next = batches.next(), if input_open && failure.is_none() && in_flight.len() < APPENDS_IN_FLIGHT => {
-                    let Some(batch) = next else {
+                next = checked.recv(), if input_open && failure.is_none() && in_flight.len() < APPENDS_IN_FLIGHT => {
+                    let Some(next) = next else {
                         input_open = false;
                         continue;
                     };
-                    let submitted = batch
-                        .map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))
-                        .and_then(|batch| {
-                            if batch.num_rows() == 0 {
-                                return Ok(None);
-                            }
-                            let events = batch_events(tenant, &batch)?;
-                            Ok(Some(self.store.submit_source(&events)?))
-                        });
+                    let submitted = next.and_then(|events: Checked<EventBatch>| {
+                        Ok(self.store.submit_checked(&events)?)
+                    });
                     match submitted {
-                        Ok(Some(pending)) => in_flight.push_back(pending.durable()),
-                        Ok(None) => {}
+                        Ok(pending) => in_flight.push_back(pending.durable()),
                         Err(e) => failure = Some(e),
                     }
                 }
@@ -226,6 +230,47 @@ impl SqlService {
             }
         });
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(results))
+    }
+}
+
+/// Decode the batches of a DoPut and check their events, in order, sending each
+/// checked batch (or the first failure, after which it stops) to `checked`. Empty
+/// batches are skipped.
+async fn check_batches(
+    store: EventStore,
+    tenant: String,
+    stream: PeekableFlightDataStream,
+    checked: tokio::sync::mpsc::Sender<Result<Checked<EventBatch>, FlightError>>,
+) {
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+    );
+    while let Some(batch) = batches.next().await {
+        let next = batch
+            .map_err(|e| FlightError::invalid(format!("reading the batch stream: {e}")))
+            .and_then(|batch| {
+                if batch.num_rows() == 0 {
+                    return Ok(None);
+                }
+                let events = batch_events(&tenant, &batch)?;
+                Ok(Some(store.check(events)?))
+            });
+        let Some(next) = next.transpose() else {
+            continue;
+        };
+        let failed = next.is_err();
+        if checked.send(next).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
