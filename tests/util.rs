@@ -42,15 +42,38 @@ pub async fn fill(store: &EventStore, n: u64, prefix: &str, streams: u64) {
     }
 }
 
-/// The path of the only (or newest) WAL segment of a store.
-pub fn newest_segment(dir: &Path) -> std::path::PathBuf {
+/// The WAL segment files of a store (not the spare files kept for reuse), by name.
+pub fn wal_segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
         .unwrap_or_else(|e| panic!("{e}"))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with("spare-"))
+        })
         .collect();
     segments.sort();
     segments
+}
+
+/// The spare WAL files of a store: dropped segments kept for reuse.
+pub fn wal_spares(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("wal"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("spare-"))
+        })
+        .count()
+}
+
+/// The path of the only (or newest) WAL segment of a store.
+pub fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    wal_segments(dir)
         .pop()
         .unwrap_or_else(|| panic!("no segment in {}", dir.display()))
 }

@@ -17,7 +17,7 @@ use crate::store::Shared;
 use crate::tier::Tier;
 use crate::tier::files::{file_path, rows_of, write_file};
 use crate::tier::manifest::{FileEntry, Manifest, RetiredFile};
-use crate::wal::{WAL_DIR, frame};
+use crate::wal::{self, WAL_DIR};
 
 /// What one flush did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -32,7 +32,8 @@ pub struct FlushReport {
     pub flushed_position: u64,
     /// The manifest version committed (unchanged when there was nothing to flush).
     pub manifest_version: u64,
-    /// WAL segments deleted because all their events are in Parquet.
+    /// WAL segments dropped because all their events are in Parquet (deleted, or kept
+    /// as spare files for later segments to reuse).
     pub wal_segments_deleted: u64,
 }
 
@@ -128,8 +129,9 @@ pub(crate) async fn flush(shared: &Shared, release: Release) -> Result<FlushRepo
     Ok(report)
 }
 
-/// Delete the WAL segments, oldest first, whose events all lie below `position`
-/// (never the active one). Returns how many were deleted.
+/// Drop the WAL segments, oldest first, whose events all lie below `position` (never
+/// the active one): the newest of them are kept as spares for later segments, the
+/// others deleted. Returns how many were dropped.
 pub(crate) fn truncate_wal(shared: &Shared, position: u64) -> Result<u64> {
     let wal_dir = shared.config.data_dir.join(WAL_DIR);
     let active = shared.counters.segment_id.load(Ordering::Acquire);
@@ -139,10 +141,10 @@ pub(crate) fn truncate_wal(shared: &Shared, position: u64) -> Result<u64> {
         .take_while(|(id, end)| **id < active && **end <= position)
         .map(|(id, _)| *id)
         .collect();
-    for id in &doomed {
-        let path = frame::segment_path(&wal_dir, *id);
-        std::fs::remove_file(&path)
-            .map_err(|e| Error::io(format!("deleting {}", path.display()), e))?;
+    let mut spares_kept = wal::writer::spares(&wal_dir)?.len();
+    // The newest dropped segments are the likeliest to still be in the page cache.
+    for id in doomed.iter().rev() {
+        wal::writer::keep_or_delete(&wal_dir, *id, &mut spares_kept)?;
         segments.remove(id);
     }
     if !doomed.is_empty() {

@@ -1148,7 +1148,7 @@ fn recover(
             file = %last.path.display(),
             offset,
             reason = %reason,
-            "truncating a torn final WAL record left by an interrupted write"
+            "truncating the WAL after its last whole record: an interrupted write, or the old contents of a reused segment file"
         ),
         SegmentStatus::Ok => {}
     }

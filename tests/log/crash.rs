@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use allsource::engine::{AppendRequest, Durability, EventData, EventStore, ExpectedVersion};
+use allsource::engine::{
+    AppendRequest, Durability, EventData, EventStore, ExpectedVersion, StoreConfig,
+};
 
 use crate::util::open;
 
@@ -179,7 +181,13 @@ fn run_child(dir: &str, round: u64) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     runtime.block_on(async move {
-        let store = open(std::path::Path::new(dir), Durability::Always);
+        // Small segments and frequent flushes, so that the WAL rotates, drops flushed
+        // segments and reuses their files while the child is being killed.
+        let mut config = StoreConfig::new(dir)
+            .with_durability(Durability::Always)
+            .with_wal_segment_bytes(16 << 10);
+        config.flush_min_events = 256;
+        let store = EventStore::open(config).unwrap_or_else(|e| panic!("{e}"));
         let tasks: Vec<_> = (0..WRITERS)
             .map(|w| tokio::spawn(child_writer(store.clone(), w, round)))
             .collect();

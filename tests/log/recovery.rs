@@ -163,6 +163,59 @@ async fn flipped_bit_mid_segment_refuses_to_open_and_verify_reports_it() {
     assert!(text.contains(&segment.display().to_string()), "{text}");
 }
 
+/// A sealed segment may end in bytes that are not its records (a reused file's old
+/// contents), but only if the next segment continues where its records stop: a
+/// damaged final record of a sealed segment is corruption, reported in that segment
+/// at that record, and old records after the last one are not.
+#[tokio::test]
+async fn damage_at_the_end_of_a_sealed_segment_is_reported_there() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = StoreConfig::new(dir.path())
+        .with_wal_segment_bytes(4096)
+        .with_durability(Durability::Always);
+    let store = EventStore::open(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    fill(&store, 100, "s", 3).await;
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let segments = crate::util::wal_segments(dir.path());
+    assert!(segments.len() >= 3, "{segments:?}");
+    let sealed = &segments[1];
+    let original = std::fs::read(sealed).unwrap_or_else(|e| panic!("{e}"));
+
+    // Old records of another segment after the last record: still a whole segment.
+    let older = std::fs::read(&segments[0]).unwrap_or_else(|e| panic!("{e}"));
+    let old_records = &older[32..];
+    let mut with_old = original.clone();
+    with_old.extend_from_slice(&old_records[..old_records.len() / 2]);
+    std::fs::write(sealed, &with_old).unwrap_or_else(|e| panic!("{e}"));
+    let report = wal::verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.corruption().is_none(), "{report:?}");
+    assert_eq!(report.events(), 100);
+    let store = EventStore::open(config.clone()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.stats().events, 100);
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+
+    // The final record damaged: the next segment starts one record later.
+    let mut damaged = original.clone();
+    let last = record_starts(&original)
+        .last()
+        .copied()
+        .unwrap_or_else(|| panic!("no records"));
+    damaged[last + 30] ^= 0x01;
+    std::fs::write(sealed, &damaged).unwrap_or_else(|e| panic!("{e}"));
+    match EventStore::open(config).err() {
+        Some(Error::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(&file, sealed);
+            assert_eq!(offset, last as u64);
+            assert!(reason.contains("records are missing"), "{reason}");
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn verify_passes_on_a_healthy_store() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -21,7 +21,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-use crate::util::{append, event};
+use crate::util::{append, event, wal_spares};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig::new(dir)
@@ -31,11 +31,7 @@ fn config(dir: &Path) -> StoreConfig {
 }
 
 fn wal_segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("wal"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
-        .count()
+    crate::util::wal_segments(dir).len()
 }
 
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
@@ -180,6 +176,87 @@ async fn flushed_events_read_back_the_same_from_parquet() {
 
 /// A retry of a request whose events are already in Parquet returns the original
 /// acknowledgements and appends nothing.
+/// Segments dropped by a flush are kept as spare files and reused by the next
+/// rotations: the reused files hold their old records after the new ones, and a
+/// reopen (recovery reads every segment) and `verify` tell the two apart and keep
+/// exactly the new events.
+#[tokio::test]
+async fn dropped_wal_segments_are_reused_and_their_old_records_ignored() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    // Events of ~3 KB first, so the segments that become spares are larger than what
+    // the small events after them fill: each reused file keeps old bytes at its end.
+    let fill = |from: u64, to: u64, pad: usize| {
+        let store = store.clone();
+        async move {
+            for i in from..to {
+                let payload = format!(r#"{{"n":{i},"pad":"{}"}}"#, "x".repeat(pad));
+                let events = vec![EventData::new("x", payload)];
+                append(&store, &format!("s{}", i % 7), ExpectedVersion::Any, events)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    };
+    fill(0, 300, 3000).await;
+    let report = store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.wal_segments_deleted >= 3, "{report:?}");
+    assert_eq!(
+        wal_spares(dir.path()),
+        2,
+        "two dropped segments kept as spares"
+    );
+
+    // The next rotations take the spares: new segment ids over old files.
+    fill(300, 600, 40).await;
+    assert_eq!(wal_spares(dir.path()), 0, "both spares reused");
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let verified = allsource::engine::wal::verify(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        verified
+            .segments
+            .iter()
+            .all(|s| s.status == allsource::engine::wal::SegmentStatus::Ok),
+        "{verified:?}"
+    );
+    let with_old_bytes = verified
+        .segments
+        .iter()
+        .filter(|s| s.valid_bytes < s.file_bytes)
+        .count();
+    assert_eq!(
+        with_old_bytes, 2,
+        "the two reused files end in old records: {verified:?}"
+    );
+    assert!(
+        (300..600).contains(&verified.events()),
+        "the WAL holds the events after the flush (and a few before, in the segment that was active): {}",
+        verified.events()
+    );
+
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.stats().events, 600);
+    for s in 0..7u64 {
+        let ns: Vec<u64> = store
+            .read_stream("t", &format!("s{s}"), 1, usize::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|e| {
+                let value: serde_json::Value =
+                    serde_json::from_str(&e.payload).unwrap_or_else(|e| panic!("{e}"));
+                value["n"].as_u64().unwrap_or(u64::MAX)
+            })
+            .collect();
+        let expected: Vec<u64> = (0..600).filter(|i| i % 7 == s).collect();
+        assert_eq!(ns, expected, "stream s{s}");
+    }
+    let next = append(&store, "s0", ExpectedVersion::Any, vec![event("x", 600)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.events[0].position, 600);
+}
+
 #[tokio::test]
 async fn a_retry_of_flushed_events_is_recognised() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

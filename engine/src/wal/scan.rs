@@ -10,7 +10,8 @@ use crate::event::EventRow;
 /// What a segment's bytes turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentStatus {
-    /// Every byte belongs to a valid record.
+    /// Every record is valid. Bytes after the last one, if any, are the old contents
+    /// of a reused segment file (`valid_bytes` < `file_bytes`).
     Ok,
     /// The final record is incomplete or damaged and nothing valid follows it: an
     /// interrupted write. Recovery truncates the segment at `offset`.
@@ -114,8 +115,11 @@ pub(crate) fn scan_dir(
     for (i, id) in ids.iter().enumerate() {
         let path = frame::segment_path(wal_dir, *id);
         let bytes = fs::read(&path).context(|| format!("reading {}", path.display()))?;
-        let is_last = i + 1 == ids.len();
-        let report = scan_segment(&path, *id, &bytes, is_last, next_sequence, &mut on_event);
+        let next = match ids.get(i + 1) {
+            Some(next) => Next::Segment(first_sequence_of(&frame::segment_path(wal_dir, *next))),
+            None => Next::None,
+        };
+        let report = scan_segment(&path, *id, &bytes, next, next_sequence, &mut on_event);
         let corrupt = matches!(report.status, SegmentStatus::Corrupt { .. });
         next_sequence = Some(report.first_sequence + report.records);
         on_segment(report);
@@ -124,6 +128,26 @@ pub(crate) fn scan_dir(
         }
     }
     Ok(next_sequence.unwrap_or(0))
+}
+
+/// What follows a segment being scanned.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    /// Nothing: it is the newest segment, whose end may be torn.
+    None,
+    /// Another segment, whose header says it starts at this sequence (`None` when the
+    /// header cannot be read).
+    Segment(Option<u64>),
+}
+
+/// The first sequence a segment's header names, if the header can be read.
+fn first_sequence_of(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    fs::File::open(path).ok()?.read_exact(&mut header).ok()?;
+    SegmentHeader::decode(&header)
+        .ok()
+        .map(|h| h.first_sequence)
 }
 
 /// Segment ids present in `wal_dir`, ascending.
@@ -140,11 +164,18 @@ pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
+/// Scan one segment. Its records end at the end of the file, or where something other
+/// than a record of this segment begins: a segment file can be reused (see
+/// `writer::keep_or_delete`), so what follows its last record may be records of the segment it
+/// used to be, whole or cut anywhere. What ends a segment early is an interrupted write
+/// in the newest segment, and the old contents of a reused file in any segment; in a
+/// sealed segment it is only accepted when the next segment continues exactly where
+/// the records stopped, so no record can go missing unnoticed.
 fn scan_segment(
     path: &Path,
     id: u64,
     bytes: &[u8],
-    is_last: bool,
+    next: Next,
     expected_first: Option<u64>,
     on_event: &mut impl FnMut(&EventRow<'_>) -> std::result::Result<(), String>,
 ) -> SegmentReport {
@@ -187,6 +218,24 @@ fn scan_segment(
     let mut at = SEGMENT_HEADER_BYTES;
     report.valid_bytes = at as u64;
     let mut expected_sequence = header.first_sequence;
+    // Where the records end before the end of the file: the sealed segment is whole
+    // if the next one continues the sequence; the newest one was cut by an interrupted
+    // write (or ends in a reused file's old contents), and is truncated there on open.
+    let ended_early = |at: usize, reason: String, expected: u64| match next {
+        Next::Segment(Some(first)) if first == expected => SegmentStatus::Ok,
+        Next::Segment(Some(first)) => corrupt(
+            at,
+            format!(
+                "{reason}, and the next segment starts at sequence {first}, not {expected}: \
+                 records are missing"
+            ),
+        ),
+        Next::Segment(None) => corrupt(at, format!("{reason} in a segment that is not the last")),
+        Next::None => SegmentStatus::TornTail {
+            offset: at as u64,
+            reason,
+        },
+    };
     while at < bytes.len() {
         let (view, len) = match frame::decode_record(&bytes[at..]) {
             Ok(found) => found,
@@ -195,22 +244,42 @@ fn scan_segment(
                     FrameError::Truncated => "record extends past the end of the file".to_string(),
                     FrameError::Invalid(reason) => reason,
                 };
-                report.status = match valid_record_after(bytes, at + 1) {
+                report.status = match valid_record_after(bytes, at + 1, id) {
                     Some(next) => corrupt(
                         at,
                         format!("{reason}, yet a valid record follows at byte offset {next}"),
                     ),
-                    None if !is_last => {
-                        corrupt(at, format!("{reason} in a segment that is not the last"))
-                    }
-                    None => SegmentStatus::TornTail {
-                        offset: at as u64,
-                        reason,
-                    },
+                    None => ended_early(at, reason, expected_sequence),
                 };
                 return report;
             }
         };
+        if view.segment_id < id {
+            // A whole record of the segment this file used to be: the records end here.
+            report.status = match valid_record_after(bytes, at + len, id) {
+                Some(next) => corrupt(
+                    at,
+                    format!(
+                        "record of segment {} inside segment {id}, yet a record of segment \
+                         {id} follows at byte offset {next}",
+                        view.segment_id
+                    ),
+                ),
+                None => ended_early(
+                    at,
+                    format!(
+                        "old contents of a reused file (segment {})",
+                        view.segment_id
+                    ),
+                    expected_sequence,
+                ),
+            };
+            // A reused file's old records are not an interrupted write: nothing to warn of.
+            if let SegmentStatus::TornTail { .. } = report.status {
+                report.status = SegmentStatus::Ok;
+            }
+            return report;
+        }
         let checked = check_record(view, id, expected_sequence)
             .and_then(|()| super::codec::decode_append(view.body, &mut *on_event));
         match checked {
@@ -248,13 +317,16 @@ fn check_record(
     Ok(())
 }
 
-/// The offset of the first whole, valid record at or after `from`, if any.
-fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+/// The offset of the first whole, valid record of segment `id` at or after `from`, if
+/// any. (Records of older segments may follow the end of a reused file's records.)
+fn valid_record_after(bytes: &[u8], from: usize, id: u64) -> Option<usize> {
     let mut at = from;
     while at + frame::RECORD_HEADER_BYTES <= bytes.len() {
         let found = bytes[at..].windows(4).position(|w| w == RECORD_MAGIC)?;
         at += found;
-        if frame::decode_record(&bytes[at..]).is_ok() {
+        if let Ok((view, _)) = frame::decode_record(&bytes[at..])
+            && view.segment_id == id
+        {
             return Some(at);
         }
         at += 1;

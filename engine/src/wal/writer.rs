@@ -1,7 +1,8 @@
 //! The active segment: sealing records, writing groups, rotation, fsync.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -67,12 +68,14 @@ pub(crate) struct Tail {
     pub segment_id: u64,
     /// Bytes up to the end of its last valid record.
     pub valid_bytes: u64,
-    /// Its size on disk (larger than `valid_bytes` after a torn write).
+    /// Its size on disk (larger than `valid_bytes` after a torn write, or when the file
+    /// was reused and still holds old records after the last valid one).
     pub file_bytes: u64,
 }
 
 impl SegmentWriter {
-    /// Continue the newest segment (cutting off a torn tail), or create the first one.
+    /// Continue the newest segment (cutting off a torn tail, or a reused file's old
+    /// records), or create the first one.
     pub fn open(
         wal_dir: &Path,
         tail: Option<Tail>,
@@ -193,23 +196,108 @@ impl SegmentWriter {
     }
 }
 
-/// Create segment `id` atomically: header into a temporary file, fsync, rename into
-/// place, fsync the directory. Returns the file, positioned after the header.
-fn create_segment(wal_dir: &Path, id: u64, first_sequence: u64) -> Result<File> {
+/// Most spare segment files kept for reuse (see [`keep_or_delete`]).
+pub(crate) const MAX_SPARE_SEGMENTS: usize = 2;
+
+/// The file name a dropped segment `id` is kept under until it is reused. Not a
+/// segment name, so recovery and `verify` never read it.
+fn spare_path(wal_dir: &Path, id: u64) -> PathBuf {
+    wal_dir.join(format!("spare-{id:020}.wal"))
+}
+
+/// The spare segment files in `wal_dir`, oldest first.
+pub(crate) fn spares(wal_dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries =
+        std::fs::read_dir(wal_dir).context(|| format!("listing {}", wal_dir.display()))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", wal_dir.display()))?;
+        let name = entry.file_name();
+        let is_spare = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("spare-"))
+            .and_then(frame::segment_id_of)
+            .is_some();
+        if is_spare {
+            found.push(entry.path());
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
+}
+
+/// Drop segment `id`, whose events are all in Parquet: keep its file as a spare for a
+/// later segment while fewer than [`MAX_SPARE_SEGMENTS`] are kept, else delete it.
+/// The caller fsyncs the directory.
+///
+/// A reused file is overwritten in place: its pages are still in the page cache (a
+/// write into a cached page costs a fraction of one into a page the kernel must find
+/// and clear), and its blocks are allocated, so an fsync flushes data without also
+/// committing a larger file size.
+pub(crate) fn keep_or_delete(wal_dir: &Path, id: u64, spares_kept: &mut usize) -> Result<()> {
     let path = frame::segment_path(wal_dir, id);
-    let tmp = path.with_extension("wal.tmp");
+    if *spares_kept < MAX_SPARE_SEGMENTS {
+        let spare = spare_path(wal_dir, id);
+        std::fs::rename(&path, &spare)
+            .context(|| format!("keeping {} as {}", path.display(), spare.display()))?;
+        *spares_kept += 1;
+        return Ok(());
+    }
+    std::fs::remove_file(&path).context(|| format!("deleting {}", path.display()))
+}
+
+/// Create segment `id`, reusing a spare file when there is one. Either way the new
+/// segment appears under its name only with its header durable.
+fn create_segment(wal_dir: &Path, id: u64, first_sequence: u64) -> Result<File> {
     let header = SegmentHeader {
         segment_id: id,
         first_sequence,
     }
     .encode();
+    match spares(wal_dir)?.first() {
+        Some(spare) => reuse_segment(wal_dir, spare, id, &header),
+        None => new_segment(wal_dir, id, &header),
+    }
+}
+
+/// Turn a spare file into segment `id`: new header over the old one, fsync, rename
+/// into place, fsync the directory. The records after the header are the old
+/// segment's, until overwritten; recovery tells them by their segment id. Returns the
+/// file, positioned after the header.
+fn reuse_segment(
+    wal_dir: &Path,
+    spare: &Path,
+    id: u64,
+    header: &[u8; SEGMENT_HEADER_BYTES],
+) -> Result<File> {
+    let path = frame::segment_path(wal_dir, id);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(spare)
+        .context(|| format!("opening the spare segment {}", spare.display()))?;
+    file.write_all_at(header, 0)
+        .and_then(|()| file.sync_data())
+        .context(|| format!("writing the header of {}", spare.display()))?;
+    std::fs::rename(spare, &path)
+        .context(|| format!("renaming {} to {}", spare.display(), path.display()))?;
+    sync_dir(wal_dir)?;
+    file.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES as u64))
+        .context(|| format!("positioning in {}", path.display()))?;
+    Ok(file)
+}
+
+/// Create segment `id` atomically: header into a temporary file, fsync, rename into
+/// place, fsync the directory. Returns the file, positioned after the header.
+fn new_segment(wal_dir: &Path, id: u64, header: &[u8; SEGMENT_HEADER_BYTES]) -> Result<File> {
+    let path = frame::segment_path(wal_dir, id);
+    let tmp = path.with_extension("wal.tmp");
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
         .context(|| format!("creating {}", tmp.display()))?;
-    Write::write_all(&mut file, &header)
+    Write::write_all(&mut file, header)
         .and_then(|()| file.sync_all())
         .context(|| format!("writing the header of {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).context(|| format!("renaming {} into place", tmp.display()))?;
