@@ -105,6 +105,32 @@ pub fn fsync_latencies(base: &std::path::Path, rounds: usize) -> Vec<Duration> {
     latencies
 }
 
+/// Latency of a 4 KiB write + fdatasync over blocks already written and synced (the
+/// file is filled first), `rounds` times: what an fsync costs when it commits no new
+/// file size, as in a reused WAL segment.
+#[allow(dead_code)] // only the append benchmarks probe the disk
+pub fn fsync_in_place_latencies(base: &std::path::Path, rounds: usize) -> Vec<Duration> {
+    use std::os::unix::fs::FileExt;
+    let path = base.join("fsync-probe-in-place");
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let block = vec![7u8; 4096];
+    for i in 0..rounds as u64 {
+        file.write_all_at(&block, i * 4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    file.sync_all().unwrap_or_else(|e| panic!("{e}"));
+    let mut latencies = Vec::with_capacity(rounds);
+    for i in 0..rounds as u64 {
+        file.write_all_at(&block, i * 4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = std::time::Instant::now();
+        file.sync_data().unwrap_or_else(|e| panic!("{e}"));
+        latencies.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    latencies
+}
+
 /// Append from one task per list of requests, concurrently: each request's latency
 /// (from the call to the acknowledgement) and the seconds from the first call to the
 /// last acknowledgement.
