@@ -3,7 +3,7 @@
 //! An entity's state is its payloads merged in version order. Applying them forward
 //! parses every payload into a tree, merges it and drops what the next payload
 //! overwrites. [`fold_newest_first`] walks them the other way: it keeps the combined
-//! effect of the newer patches ([`Effect`]) and lets an older patch fill only what
+//! effect of the newer patches (`Effect`) and lets an older patch fill only what
 //! no newer one has decided, borrowing values from the payload texts. Only the values
 //! that survive are parsed, and the walk stops at the first patch that decides the
 //! whole state (one that is not an object).
