@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use hashbrown::{Equivalent, HashMap, HashSet};
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -23,7 +26,7 @@ use crate::wal::frame;
 /// A stream's identity. The tenant's text is shared by all its streams, so a lookup
 /// compares it in memory that is already in cache; the entity id is shared with the
 /// acknowledgements of the stream's appends.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct StreamKey {
     tenant: Arc<str>,
     entity_id: Arc<str>,
@@ -34,6 +37,15 @@ struct StreamKey {
 struct StreamRef<'a> {
     tenant: &'a str,
     entity_id: &'a str,
+}
+
+impl<'a> From<&'a StreamKey> for StreamRef<'a> {
+    fn from(key: &'a StreamKey) -> Self {
+        StreamRef {
+            tenant: &key.tenant,
+            entity_id: &key.entity_id,
+        }
+    }
 }
 
 impl Equivalent<StreamKey> for StreamRef<'_> {
@@ -464,7 +476,7 @@ impl Sequencer {
 
     /// (streams, events) assigned so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.streams.map.len() as u64, self.events)
+        (self.streams.table.len() as u64, self.events)
     }
 
     fn stream(&self, tenant: &str, entity_id: &str) -> Option<&StreamState> {
@@ -472,10 +484,13 @@ impl Sequencer {
     }
 }
 
-/// Every stream's state, found by its identity with one hash lookup.
+/// Every stream's state, found by its identity with one hash lookup (a table rather
+/// than a map, so that finding or creating a stream hashes and probes once and still
+/// hands back the key's entity id).
 #[derive(Debug, Default)]
 struct Streams {
-    map: HashMap<StreamKey, StreamState>,
+    table: HashTable<(StreamKey, StreamState)>,
+    hasher: DefaultHashBuilder,
     /// Each tenant's name, shared by the keys of its streams.
     tenants: HashSet<Arc<str>>,
 }
@@ -496,17 +511,21 @@ impl Streams {
                 tenant,
                 entity_id: request.part(i).entity_id,
             };
-            let last = self.map.get(&key).and_then(|s| s.versions.last().copied());
+            let last = self.get(key).and_then(|s| s.versions.last().copied());
             std::hint::black_box(last.map(|v| v.offset));
         }
     }
 
     fn get(&self, key: StreamRef<'_>) -> Option<&StreamState> {
-        self.map.get(&key)
+        let hash = self.hasher.hash_one(&key);
+        let found = self.table.find(hash, |(k, _)| key.equivalent(k));
+        found.map(|(_, state)| state)
     }
 
     fn get_mut(&mut self, key: StreamRef<'_>) -> Option<&mut StreamState> {
-        self.map.get_mut(&key)
+        let hash = self.hasher.hash_one(&key);
+        let found = self.table.find_mut(hash, |(k, _)| key.equivalent(k));
+        found.map(|(_, state)| state)
     }
 
     /// The stream's entity id and state, created in partition `partition()` if it is
@@ -518,31 +537,39 @@ impl Streams {
         partition: impl FnOnce() -> u16,
     ) -> (&Arc<str>, &mut StreamState) {
         let key = StreamRef { tenant, entity_id };
-        if !self.map.contains_key(&key) {
-            let tenant = match self.tenants.get(tenant) {
-                Some(shared) => Arc::clone(shared),
-                None => {
-                    let shared: Arc<str> = Arc::from(tenant);
-                    self.tenants.insert(Arc::clone(&shared));
-                    shared
-                }
-            };
-            let state = StreamState {
-                partition: partition(),
-                ..Default::default()
-            };
-            self.map.insert(
-                StreamKey {
+        let Self {
+            table,
+            hasher,
+            tenants,
+        } = self;
+        let entry = table.entry(
+            hasher.hash_one(&key),
+            |(k, _)| key.equivalent(k),
+            |(k, _)| hasher.hash_one(StreamRef::from(k)),
+        );
+        let (key, state) = match entry {
+            Entry::Occupied(found) => found.into_mut(),
+            Entry::Vacant(slot) => {
+                let tenant = match tenants.get(tenant) {
+                    Some(shared) => Arc::clone(shared),
+                    None => {
+                        let shared: Arc<str> = Arc::from(tenant);
+                        tenants.insert(Arc::clone(&shared));
+                        shared
+                    }
+                };
+                let key = StreamKey {
                     tenant,
                     entity_id: Arc::from(entity_id),
-                },
-                state,
-            );
-        }
-        match self.map.get_key_value_mut(&key) {
-            Some((key, state)) => (&key.entity_id, state),
-            None => unreachable!("the stream was just inserted"),
-        }
+                };
+                let state = StreamState {
+                    partition: partition(),
+                    ..Default::default()
+                };
+                slot.insert((key, state)).into_mut()
+            }
+        };
+        (&key.entity_id, state)
     }
 }
 

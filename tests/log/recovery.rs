@@ -257,7 +257,10 @@ async fn rotation_and_reopen_keep_every_event_in_order() {
             .read_stream("t", &format!("s{s}"), 1, usize::MAX)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let ns: Vec<u64> = events.iter().map(|e| n_of(&e.payload)).collect();
+        let ns: Vec<u64> = events
+            .iter()
+            .map(|e| super::recovery_n(&e.payload))
+            .collect();
         let expected: Vec<u64> = (0..300).filter(|i| i % 7 == s).collect();
         assert_eq!(ns, expected, "stream s{s}");
     }
@@ -287,11 +290,6 @@ fn record_starts(segment: &[u8]) -> Vec<usize> {
         at += 28 + body as usize;
     }
     starts
-}
-
-fn n_of(payload: &str) -> u64 {
-    let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}"));
-    value["n"].as_u64().unwrap_or(u64::MAX)
 }
 
 #[tokio::test]

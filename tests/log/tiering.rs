@@ -242,11 +242,7 @@ async fn dropped_wal_segments_are_reused_and_their_old_records_ignored() {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
-            .map(|e| {
-                let value: serde_json::Value =
-                    serde_json::from_str(&e.payload).unwrap_or_else(|e| panic!("{e}"));
-                value["n"].as_u64().unwrap_or(u64::MAX)
-            })
+            .map(|e| super::recovery_n(&e.payload))
             .collect();
         let expected: Vec<u64> = (0..600).filter(|i| i % 7 == s).collect();
         assert_eq!(ns, expected, "stream s{s}");

@@ -220,9 +220,10 @@ fn scan_segment(
     report.valid_bytes = at as u64;
     let mut expected_sequence = header.first_sequence;
     // Where the records end before the end of the file: the sealed segment is whole
-    // if the next one continues the sequence; the newest one was cut by an interrupted
-    // write (or ends in a reused file's old contents), and is truncated there on open.
-    let ended_early = |at: usize, reason: String, expected: u64| match next {
+    // if the next one continues the sequence; the newest one is truncated there on
+    // open, after a warning unless what follows is a whole record of an older segment
+    // (a reused file's old contents, not an interrupted write).
+    let ended_early = |at: usize, reason: String, expected: u64, old_record: bool| match next {
         Next::Segment(Some(first)) if first == expected => SegmentStatus::Ok,
         Next::Segment(Some(first)) => corrupt(
             at,
@@ -232,6 +233,7 @@ fn scan_segment(
             ),
         ),
         Next::Segment(None) => corrupt(at, format!("{reason} in a segment that is not the last")),
+        Next::None if old_record => SegmentStatus::Ok,
         Next::None => SegmentStatus::TornTail {
             offset: at as u64,
             reason,
@@ -250,7 +252,7 @@ fn scan_segment(
                         at,
                         format!("{reason}, yet a valid record follows at byte offset {next}"),
                     ),
-                    None => ended_early(at, reason, expected_sequence),
+                    None => ended_early(at, reason, expected_sequence, false),
                 };
                 return report;
             }
@@ -273,12 +275,9 @@ fn scan_segment(
                         view.segment_id
                     ),
                     expected_sequence,
+                    true,
                 ),
             };
-            // A reused file's old records are not an interrupted write: nothing to warn of.
-            if let SegmentStatus::TornTail { .. } = report.status {
-                report.status = SegmentStatus::Ok;
-            }
             return report;
         }
         let checked = check_record(view, id, expected_sequence)
