@@ -119,6 +119,11 @@ pub struct StoreConfig {
     /// (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS`, default 1000; 0 turns automatic snapshots
     /// off). Appends never take snapshots.
     pub snapshot_every_events: u64,
+    /// The nice value of the tiering threads (`ALLSOURCE_TIER_NICE`, default 10, 0 to
+    /// 19; Linux): flushes and compactions take the cores the appenders leave idle
+    /// and yield to them under load. Stream reads from Parquet run on these threads
+    /// too. 0 leaves the threads at the process's priority.
+    pub tier_nice: i32,
 }
 
 /// Connection settings for S3 and S3-compatible servers; unset fields fall back to the
@@ -160,6 +165,7 @@ impl StoreConfig {
             compaction_target_bytes: 128 * 1024 * 1024,
             retired_file_grace_ms: 60_000,
             snapshot_every_events: 1000,
+            tier_nice: 10,
         }
     }
 
@@ -237,6 +243,7 @@ impl StoreConfig {
             "compaction_target_bytes" => self.compaction_target_bytes = parse_env(key, value)?,
             "retired_file_grace_ms" => self.retired_file_grace_ms = parse_env(key, value)?,
             "snapshot_every_events" => self.snapshot_every_events = parse_env(key, value)?,
+            "tier_nice" => self.tier_nice = parse_env(key, value)?,
             _ => {
                 return Err(Error::Config(format!(
                     "unknown setting {key:?} (known: {})",
@@ -276,6 +283,9 @@ impl StoreConfig {
                 "parquet_page_rows and parquet_row_group_rows must be at least 1, compaction_min_files at least 2".into(),
             ));
         }
+        if !(0..=19).contains(&self.tier_nice) {
+            return Err(Error::Config("tier_nice must be between 0 and 19".into()));
+        }
         if self.buffer_batch_rows == 0 || self.subscription_chunk_events == 0 {
             return Err(Error::Config(
                 "buffer_batch_rows and subscription_chunk_events must be at least 1".into(),
@@ -287,7 +297,7 @@ impl StoreConfig {
 
 /// Every store setting: its name (in configuration files and [`StoreConfig::set`])
 /// and its environment variable.
-pub const SETTINGS: [(&str, &str); 23] = [
+pub const SETTINGS: [(&str, &str); 24] = [
     ("data_dir", "ALLSOURCE_DATA_DIR"),
     ("partitions", "ALLSOURCE_PARTITIONS"),
     ("durability", "ALLSOURCE_WAL_FSYNC"),
@@ -317,6 +327,7 @@ pub const SETTINGS: [(&str, &str); 23] = [
     ),
     ("retired_file_grace_ms", "ALLSOURCE_RETIRED_FILE_GRACE_MS"),
     ("snapshot_every_events", "ALLSOURCE_SNAPSHOT_EVERY_EVENTS"),
+    ("tier_nice", "ALLSOURCE_TIER_NICE"),
 ];
 
 fn env_var(name: &str) -> Option<String> {

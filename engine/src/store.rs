@@ -312,7 +312,7 @@ impl EventStore {
             Some(store) => (store, None),
             None => (storage::open_storage(&config)?, storage::local_dir(&config)),
         };
-        let runtime = TierRuntime::new()?;
+        let runtime = TierRuntime::new(config.tier_nice)?;
         let layout = ParquetLayout {
             page_rows: config.parquet_page_rows,
             row_group_rows: config.parquet_row_group_rows,

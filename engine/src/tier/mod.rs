@@ -358,10 +358,13 @@ pub(crate) struct TierRuntime {
 }
 
 impl TierRuntime {
-    pub fn new() -> Result<Self> {
+    /// A runtime whose threads run at nice value `nice` (see
+    /// [`StoreConfig::tier_nice`](crate::StoreConfig::tier_nice)).
+    pub fn new(nice: i32) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("allsource-tier")
+            .on_thread_start(move || lower_priority(nice))
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the tiering runtime", e))?;
@@ -410,5 +413,17 @@ impl TierRuntime {
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+/// Give the calling thread nice value `nice` (Linux sets it per thread). A failure
+/// only costs the appenders some CPU, so it is logged and the thread goes on.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::warn!(nice, error = %e, "could not lower the tiering thread's priority");
     }
 }
