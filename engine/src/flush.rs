@@ -141,12 +141,9 @@ pub(crate) fn truncate_wal(shared: &Shared, position: u64) -> Result<u64> {
         .take_while(|(id, end)| **id < active && **end <= position)
         .map(|(id, _)| *id)
         .collect();
-    let mut spares_kept = wal::writer::spares(&wal_dir)?.len();
-    // The newest dropped segments are the likeliest to still be in the page cache.
-    for id in doomed.iter().rev() {
-        wal::writer::keep_or_delete(&wal_dir, *id, &mut spares_kept)?;
-        segments.remove(id);
-    }
+    wal::writer::drop_segments(&wal_dir, &doomed, |id| {
+        segments.remove(&id);
+    })?;
     if !doomed.is_empty() {
         sync_dir(&wal_dir)?;
     }

@@ -166,7 +166,7 @@ pub(crate) fn list_segments(wal_dir: &Path) -> Result<Vec<u64>> {
 
 /// Scan one segment. Its records end at the end of the file, or where something other
 /// than a record of this segment begins: a segment file can be reused (see
-/// `writer::keep_or_delete`), so what follows its last record may be records of the
+/// `writer::drop_segments`), so what follows its last record may be records of the
 /// segment it used to be, whole or cut anywhere. What ends a segment early is an
 /// interrupted write in the newest segment, and the old contents of a reused file in
 /// any segment; in a sealed segment it is only accepted when the next segment

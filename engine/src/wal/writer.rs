@@ -196,7 +196,7 @@ impl SegmentWriter {
     }
 }
 
-/// Most spare segment files kept for reuse (see [`keep_or_delete`]).
+/// Most spare segment files kept for reuse (see [`drop_segments`]).
 pub(crate) const MAX_SPARE_SEGMENTS: usize = 2;
 
 /// The file name a dropped segment `id` is kept under until it is reused. Not a
@@ -226,24 +226,39 @@ pub(crate) fn spares(wal_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Drop segment `id`, whose events are all in Parquet: keep its file as a spare for a
-/// later segment while fewer than [`MAX_SPARE_SEGMENTS`] are kept, else delete it.
-/// The caller fsyncs the directory.
+/// Drop the segments `ids` (ascending), whose events are all in Parquet: the newest
+/// are kept as spare files for later segments while fewer than
+/// [`MAX_SPARE_SEGMENTS`] are kept, the others deleted. `dropped` is called with each
+/// id once its file is gone. The caller fsyncs the directory.
+///
+/// Oldest first, so that if this stops partway (an error, or the process killed),
+/// the segments left are still consecutive: recovery reads them as one run of records
+/// and would report a segment missing from the middle as lost records.
 ///
 /// A reused file is overwritten in place: its pages are still in the page cache (a
 /// write into a cached page costs a fraction of one into a page the kernel must find
 /// and clear), and its blocks are allocated, so an fsync flushes data without also
-/// committing a larger file size.
-pub(crate) fn keep_or_delete(wal_dir: &Path, id: u64, spares_kept: &mut usize) -> Result<()> {
-    let path = frame::segment_path(wal_dir, id);
-    if *spares_kept < MAX_SPARE_SEGMENTS {
-        let spare = spare_path(wal_dir, id);
-        std::fs::rename(&path, &spare)
-            .context(|| format!("keeping {} as {}", path.display(), spare.display()))?;
-        *spares_kept += 1;
-        return Ok(());
+/// committing a larger file size. The newest dropped segments are the likeliest to
+/// still be cached.
+pub(crate) fn drop_segments(
+    wal_dir: &Path,
+    ids: &[u64],
+    mut dropped: impl FnMut(u64),
+) -> Result<()> {
+    let room = MAX_SPARE_SEGMENTS.saturating_sub(spares(wal_dir)?.len());
+    let first_kept = ids.len().saturating_sub(room);
+    for (i, id) in ids.iter().enumerate() {
+        let path = frame::segment_path(wal_dir, *id);
+        if i >= first_kept {
+            let spare = spare_path(wal_dir, *id);
+            std::fs::rename(&path, &spare)
+                .context(|| format!("keeping {} as {}", path.display(), spare.display()))?;
+        } else {
+            std::fs::remove_file(&path).context(|| format!("deleting {}", path.display()))?;
+        }
+        dropped(*id);
     }
-    std::fs::remove_file(&path).context(|| format!("deleting {}", path.display()))
+    Ok(())
 }
 
 /// Create segment `id`, reusing a spare file when there is one. Either way the new
@@ -303,4 +318,61 @@ fn new_segment(wal_dir: &Path, id: u64, header: &[u8; SEGMENT_HEADER_BYTES]) -> 
     std::fs::rename(&tmp, &path).context(|| format!("renaming {} into place", tmp.display()))?;
     sync_dir(wal_dir)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make_segments(wal_dir: &Path, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            let header = SegmentHeader {
+                segment_id: id,
+                first_sequence: id * 10,
+            }
+            .encode();
+            std::fs::write(frame::segment_path(wal_dir, id), header)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    fn present(wal_dir: &Path) -> (Vec<u64>, Vec<PathBuf>) {
+        let segments = super::super::scan::list_segments(wal_dir).unwrap_or_else(|e| panic!("{e}"));
+        let spares = spares(wal_dir).unwrap_or_else(|e| panic!("{e}"));
+        (segments, spares)
+    }
+
+    #[test]
+    fn the_newest_dropped_segments_become_spares_and_the_rest_are_deleted() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wal_dir = dir.path();
+        make_segments(wal_dir, 1..=6);
+        let mut dropped = Vec::new();
+        drop_segments(wal_dir, &[1, 2, 3, 4], |id| dropped.push(id))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dropped, [1, 2, 3, 4]);
+        let (segments, kept) = present(wal_dir);
+        assert_eq!(segments, [5, 6]);
+        assert_eq!(kept, [spare_path(wal_dir, 3), spare_path(wal_dir, 4)]);
+        // With the spares full, dropped segments are deleted.
+        drop_segments(wal_dir, &[5], |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(present(wal_dir), (vec![6], kept));
+    }
+
+    /// A drop that stops partway must leave the remaining segments consecutive, or
+    /// recovery would find a segment missing from the middle of the log.
+    #[test]
+    fn a_drop_stopped_partway_leaves_consecutive_segments() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wal_dir = dir.path();
+        // Segment 3's file is missing, so dropping it fails, as if the process had
+        // stopped there.
+        make_segments(wal_dir, [1, 2, 4, 5]);
+        let mut dropped = Vec::new();
+        let result = drop_segments(wal_dir, &[1, 2, 3, 4], |id| dropped.push(id));
+        assert!(result.is_err(), "dropping a missing segment succeeded");
+        assert_eq!(dropped, [1, 2]);
+        let (segments, _) = present(wal_dir);
+        assert_eq!(segments, [4, 5]);
+    }
 }
