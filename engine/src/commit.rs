@@ -1,7 +1,7 @@
 //! The WAL writer thread: group commit.
 //!
 //! ```text
-//! appenders ──(state lock: check, assign, encode)──► pending group
+//! appenders ──(state lock: check, assign, encode; queue lock: hand over)──► pending group
 //!                                                        │ take whole group
 //!                                                        ▼
 //!                  writer thread: write ─► fsync (per durability) ─► decode the
@@ -78,20 +78,20 @@ fn next_group(
     (unsynced, last_sync): (bool, Instant),
     spare: Group,
 ) -> (Group, bool) {
-    let mut state = shared.state.lock();
-    while state.pending.is_empty() && !state.closing {
+    let mut queue = shared.queue.lock();
+    while queue.pending.is_empty() && !queue.closing {
         if durability == Durability::Interval && unsynced {
             let left = interval.saturating_sub(last_sync.elapsed());
             if left.is_zero() {
                 break;
             }
-            shared.wake.wait_for(&mut state, left);
+            shared.wake.wait_for(&mut queue, left);
         } else {
-            shared.wake.wait(&mut state);
+            shared.wake.wait(&mut queue);
         }
     }
-    let closing = state.closing && state.pending.is_empty();
-    (std::mem::replace(&mut state.pending, spare), closing)
+    let closing = queue.closing && queue.pending.is_empty();
+    (std::mem::replace(&mut queue.pending, spare), closing)
 }
 
 fn commit(
@@ -191,11 +191,11 @@ fn publish<'a>(shared: &'a Shared, group: &Group) -> Result<Collector<'a>> {
 fn fail(shared: &Shared, group: Group, err: &Error) {
     let message = err.to_string();
     tracing::error!(error = %message, "the WAL writer failed; the store accepts no more appends");
-    let pending = {
-        let mut state = shared.state.lock();
-        state.failure = Some(message.clone());
-        std::mem::take(&mut state.pending)
-    };
+    // Appenders hand records to the queue while holding the state lock: once the
+    // failure is set under it, nothing more joins the queue, and taking the queue
+    // afterwards answers every appender that got in before.
+    shared.state.lock().failure = Some(message.clone());
+    let pending = std::mem::take(&mut shared.queue.lock().pending);
     for waiter in group.waiters.into_iter().chain(pending.waiters) {
         let _ = waiter.send(Err(Error::WalFailed(message.clone())));
     }

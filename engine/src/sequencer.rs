@@ -150,6 +150,38 @@ impl Group {
         self.records.is_empty()
     }
 
+    /// Move `staged` (the records of one request, being handed over) to the end of
+    /// this group, leaving it empty. Into an empty group this is a swap, so the staged
+    /// bytes are not copied and `staged` keeps this group's memory for the next one.
+    pub fn absorb(&mut self, staged: &mut Group) {
+        if self.is_empty() && self.waiters.is_empty() {
+            std::mem::swap(self, staged);
+            staged.clear();
+            return;
+        }
+        let shift = self.buf.len();
+        self.buf.extend_from_slice(&staged.buf);
+        self.records
+            .extend(staged.records.iter().map(|start| start + shift));
+        if staged.end_position.is_some() {
+            self.end_position = staged.end_position;
+        }
+        self.waiters.append(&mut staged.waiters);
+        if staged.buf.capacity() > MAX_KEPT_GROUP_BYTES {
+            *staged = Group::default();
+        } else {
+            staged.clear();
+        }
+    }
+
+    /// Empty the group, keeping its memory.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.records.clear();
+        self.end_position = None;
+        self.waiters.clear();
+    }
+
     /// This group, written and acknowledged, emptied for reuse: the appends of a later
     /// group are encoded into memory already in place instead of a buffer grown anew
     /// (page faults and copies on every doubling) each time.
@@ -157,10 +189,7 @@ impl Group {
         if self.buf.capacity() > MAX_KEPT_GROUP_BYTES {
             return Group::default();
         }
-        self.buf.clear();
-        self.records.clear();
-        self.end_position = None;
-        self.waiters.clear();
+        self.clear();
         self
     }
 }
@@ -597,5 +626,42 @@ pub(crate) fn retry_acks(events: &[RecordedEvent]) -> AppendResult {
             .map(RecordedEvent::ack)
             .collect::<Vec<EventAck>>(),
         deduplicated: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(bytes: &[u8], end_position: u64) -> (Group, oneshot::Receiver<Result<()>>) {
+        let (tx, rx) = oneshot::channel();
+        let group = Group {
+            buf: bytes.to_vec(),
+            records: vec![0],
+            end_position: Some(end_position),
+            waiters: vec![tx],
+        };
+        (group, rx)
+    }
+
+    #[test]
+    fn absorbed_requests_keep_their_order_and_record_starts() {
+        let mut pending = Group::default();
+        let (mut first, mut first_ack) = staged(b"abc", 3);
+        pending.absorb(&mut first);
+        assert!(first.is_empty() && first.buf.is_empty() && first.waiters.is_empty());
+        let (mut second, mut second_ack) = staged(b"defgh", 5);
+        pending.absorb(&mut second);
+        assert!(second.is_empty() && second.buf.is_empty() && second.waiters.is_empty());
+        assert_eq!(pending.buf, b"abcdefgh");
+        assert_eq!(pending.records, vec![0, 3]);
+        assert_eq!(pending.end_position, Some(5));
+        // The waiters are answered in request order.
+        assert_eq!(pending.waiters.len(), 2);
+        for (i, waiter) in pending.waiters.drain(..).enumerate() {
+            let _ = waiter.send(if i == 0 { Ok(()) } else { Err(Error::Closed) });
+        }
+        assert!(matches!(first_ack.try_recv(), Ok(Ok(()))));
+        assert!(matches!(second_ack.try_recv(), Ok(Err(Error::Closed))));
     }
 }

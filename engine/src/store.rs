@@ -108,6 +108,11 @@ pub(crate) struct Shared {
     pub meta: StoreMeta,
     pub clock: Arc<dyn Clock>,
     pub state: Mutex<LogState>,
+    /// The sequenced records waiting for the WAL writer. Appenders hand their records
+    /// over under a short hold of this lock (while still holding the state lock, so
+    /// they arrive in sequence order); the writer takes them under it, never waiting
+    /// for a request being sequenced.
+    pub queue: Mutex<Queue>,
     /// Wakes the writer thread when a group is pending or the store closes.
     pub wake: Condvar,
     pub buffer: LogBuffer,
@@ -144,8 +149,17 @@ pub(crate) struct TierCounters {
 #[derive(Debug)]
 pub(crate) struct LogState {
     pub seq: Sequencer,
-    pub pending: Group,
+    /// Where a request is encoded while it is sequenced, before it joins the queue.
+    pub staging: Group,
     pub failure: Option<String>,
+    pub closing: bool,
+}
+
+/// What the queue lock guards.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    pub pending: Group,
+    /// The store is closing: the writer writes what is pending and stops.
     pub closing: bool,
 }
 
@@ -346,10 +360,11 @@ impl EventStore {
             clock,
             state: Mutex::new(LogState {
                 seq,
-                pending: Group::default(),
+                staging: Group::default(),
                 failure: None,
                 closing: false,
             }),
+            queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             buffer,
             head,
@@ -441,10 +456,12 @@ impl EventStore {
             let mut guard = shared.state.lock();
             guard.check_open()?;
             let state = &mut *guard;
-            let outcome = state.seq.append(request, now, &mut state.pending)?;
+            let outcome = state.seq.append(request, now, &mut state.staging);
+            let outcome = outcome.inspect_err(|_| state.staging.clear())?;
             let ack = matches!(outcome, Outcome::Appended(_)).then(|| {
                 let (tx, rx) = oneshot::channel();
-                state.pending.waiters.push(tx);
+                state.staging.waiters.push(tx);
+                shared.queue.lock().pending.absorb(&mut state.staging);
                 shared.wake.notify_one();
                 rx
             });
@@ -1029,6 +1046,7 @@ impl Inner {
         {
             let mut state = self.shared.state.lock();
             state.closing = true;
+            self.shared.queue.lock().closing = true;
             self.shared.wake.notify_one();
         }
         if let Some(writer) = self.writer.lock().take() {
