@@ -119,10 +119,10 @@ pub struct StoreConfig {
     /// (`ALLSOURCE_SNAPSHOT_EVERY_EVENTS`, default 1000; 0 turns automatic snapshots
     /// off). Appends never take snapshots.
     pub snapshot_every_events: u64,
-    /// The nice value of the tiering threads (`ALLSOURCE_TIER_NICE`, default 0, 0 to
-    /// 19; Linux): above 0, flushes and compactions take the cores the appenders leave
-    /// idle and yield to them under load. Stream reads from Parquet run on these
-    /// threads too. 0 leaves the threads at the process's priority.
+    /// The nice value of the tiering threads (`ALLSOURCE_TIER_NICE`, default 10, 0 to
+    /// 19; Linux): flushes and compactions take the cores the appenders leave idle
+    /// and yield to them under load. Stream reads from Parquet run on these threads
+    /// too. 0 leaves the threads at the process's priority.
     pub tier_nice: i32,
 }
 
@@ -165,7 +165,7 @@ impl StoreConfig {
             compaction_target_bytes: 128 * 1024 * 1024,
             retired_file_grace_ms: 60_000,
             snapshot_every_events: 1000,
-            tier_nice: 0,
+            tier_nice: 10,
         }
     }
 

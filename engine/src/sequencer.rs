@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use std::hash::BuildHasher;
 
-use hashbrown::hash_table::Entry;
-use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -33,7 +32,7 @@ struct StreamKey {
 }
 
 /// A borrowed stream identity, to look streams up without allocating.
-#[derive(Debug, Hash)]
+#[derive(Debug, Clone, Copy, Hash)]
 struct StreamRef<'a> {
     tenant: &'a str,
     entity_id: &'a str,
@@ -45,12 +44,6 @@ impl<'a> From<&'a StreamKey> for StreamRef<'a> {
             tenant: &key.tenant,
             entity_id: &key.entity_id,
         }
-    }
-}
-
-impl Equivalent<StreamKey> for StreamRef<'_> {
-    fn equivalent(&self, key: &StreamKey) -> bool {
-        *key.tenant == *self.tenant && *key.entity_id == *self.entity_id
     }
 }
 
@@ -78,7 +71,7 @@ struct StreamState {
     /// Event id key -> version, built from `versions` the first time a request names
     /// event ids for this stream and kept up to date from then on. Streams whose events
     /// all get generated ids never need it, and their appends do not pay for it.
-    by_id: Option<HashMap<u128, u64>>,
+    by_id: Option<Box<HashMap<u128, u64>>>,
 }
 
 impl StreamState {
@@ -112,7 +105,7 @@ impl StreamState {
                 .zip(&self.versions)
                 .map(|(v, version)| (version.id_key(), v))
                 .collect();
-            self.by_id = Some(by_id);
+            self.by_id = Some(Box::new(by_id));
         }
     }
 
@@ -260,14 +253,19 @@ impl Sequencer {
         );
         let mut acks = Vec::with_capacity((0..parts).map(|i| request.part(i).len).sum());
         let partitions = self.partitions;
+        let mut warmed = [Warmed::default(); WARM_AHEAD];
         for i in 0..parts {
-            if parts > 1 && i % WARM_AHEAD == 0 {
-                self.streams.warm(request, i..parts.min(i + WARM_AHEAD));
+            if i % WARM_AHEAD == 0 {
+                self.streams
+                    .warm(request, i..parts.min(i + WARM_AHEAD), &mut warmed);
             }
             let part = request.part(i);
-            let (entity_id, stream) = self.streams.get_or_create(tenant, part.entity_id, || {
-                partition_for(tenant, part.entity_id, partitions)
-            });
+            let hash = warmed[i % WARM_AHEAD].hash;
+            let (entity_id, stream) =
+                self.streams
+                    .get_or_create(hash, tenant, part.entity_id, || {
+                        partition_for(tenant, part.entity_id, partitions)
+                    });
             let partition = stream.partition;
             let next_offset = &mut self.next_offsets[usize::from(partition)];
             codec::begin_part(
@@ -453,9 +451,13 @@ impl Sequencer {
             ));
         }
         *next_offset += 1;
+        let hash = self.streams.hash(StreamRef {
+            tenant: event.tenant,
+            entity_id: event.entity_id,
+        });
         let (_, stream) = self
             .streams
-            .get_or_create(event.tenant, event.entity_id, || event.partition);
+            .get_or_create(hash, event.tenant, event.entity_id, || event.partition);
         if event.version != stream.version() + 1 {
             return Err(format!(
                 "stream {:?} version {}, expected {}",
@@ -505,7 +507,7 @@ impl Sequencer {
 
     /// (streams, events) assigned so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.streams.table.len() as u64, self.events)
+        (self.streams.len() as u64, self.events)
     }
 
     fn stream(&self, tenant: &str, entity_id: &str) -> Option<&StreamState> {
@@ -513,12 +515,21 @@ impl Sequencer {
     }
 }
 
-/// Every stream's state, found by its identity with one hash lookup (a table rather
-/// than a map, so that finding or creating a stream hashes and probes once and still
-/// hands back the key's entity id).
-#[derive(Debug, Default)]
+/// Every stream's state, found by its identity.
+///
+/// Open addressing with linear probing over an array of slots, one `u64` each: 0 when
+/// empty, else a tag from the key's hash (the high [`TAG_BITS`] bits) and the stream's
+/// index in `entries` plus one. The slots are small and apart from the streams, so
+/// that [`Streams::warm`] can touch a run of parts' slots, then their streams, then
+/// their entity ids and last versions: each step a run of cache misses independent
+/// of each other, which the processor overlaps, where one lookup after the other would
+/// wait for three or four misses in turn. (A general table finds the stream in one
+/// step, its misses chained.)
+#[derive(Debug)]
 struct Streams {
-    table: HashTable<(StreamKey, StreamState)>,
+    /// A power of two in length, at most half full.
+    slots: Vec<u64>,
+    entries: Vec<(StreamKey, StreamState)>,
     hasher: DefaultHashBuilder,
     /// Each tenant's name, shared by the keys of its streams.
     tenants: HashSet<Arc<str>>,
@@ -527,79 +538,201 @@ struct Streams {
 /// How many parts of a request [`Streams::warm`] looks up ahead of the appending loop.
 const WARM_AHEAD: usize = 32;
 
+/// Bits of a slot that hold the hash tag; the others hold the stream's index + 1.
+const TAG_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << (64 - TAG_BITS)) - 1;
+
+/// A key's hash, and where the warming steps found its stream (if they did).
+#[derive(Debug, Clone, Copy, Default)]
+struct Warmed {
+    hash: u64,
+    candidate: Option<usize>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            slots: vec![0; 16],
+            entries: Vec::new(),
+            hasher: DefaultHashBuilder::default(),
+            tenants: HashSet::new(),
+        }
+    }
+}
+
 impl Streams {
-    /// Look up the streams of parts `parts` of `request` and read the end of their
-    /// versions, changing nothing. With many streams each lookup misses the CPU caches
-    /// a few times; here the lookups are independent of each other, so the processor
-    /// overlaps their misses, and the appending loop that follows (whose reference
-    /// count updates would make it wait for each miss in turn) finds them in cache.
-    fn warm<R: AppendSource + ?Sized>(&self, request: &R, parts: std::ops::Range<usize>) {
-        let tenant = request.tenant();
-        for i in parts {
-            let key = StreamRef {
-                tenant,
-                entity_id: request.part(i).entity_id,
-            };
-            let last = self.get(key).and_then(|s| s.versions.last().copied());
-            std::hint::black_box(last.map(|v| v.offset));
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn hash(&self, key: StreamRef<'_>) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        // Only the low bits are used, so truncating on 32-bit targets is fine.
+        (hash as usize) & (self.slots.len() - 1)
+    }
+
+    fn tag(hash: u64) -> u64 {
+        hash >> (64 - TAG_BITS)
+    }
+
+    /// The index of the first stream on `hash`'s probe path whose slot carries its
+    /// tag, without comparing keys (the warming passes' guess).
+    fn first_tagged(&self, hash: u64) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(hash);
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> (64 - TAG_BITS) == Self::tag(hash) {
+                return Some(((slot & INDEX_MASK) - 1) as usize);
+            }
+            at = (at + 1) & mask;
         }
     }
 
+    /// The index of stream `key`, whose hash is `hash`, or else the empty slot where
+    /// it would go.
+    fn find(&self, hash: u64, key: StreamRef<'_>) -> std::result::Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(hash);
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return Err(at);
+            }
+            if slot >> (64 - TAG_BITS) == Self::tag(hash) {
+                let index = ((slot & INDEX_MASK) - 1) as usize;
+                let (found, _) = &self.entries[index];
+                if *found.tenant == *key.tenant && *found.entity_id == *key.entity_id {
+                    return Ok(index);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Hash the parts `parts` of `request` into `warmed` and bring their slots,
+    /// streams, entity ids and last versions into the cache, changing nothing. Each
+    /// of the three passes reads memory the one before located, for every part, so
+    /// the misses of a pass overlap; the appending loop that follows (whose reference
+    /// count updates would make it wait for each miss in turn) finds them in cache.
+    fn warm<R: AppendSource + ?Sized>(
+        &self,
+        request: &R,
+        parts: std::ops::Range<usize>,
+        warmed: &mut [Warmed; WARM_AHEAD],
+    ) {
+        let tenant = request.tenant();
+        let warmed = &mut warmed[..parts.len()];
+        let mut touched = 0u64;
+        for (w, i) in warmed.iter_mut().zip(parts) {
+            let hash = self.hash(StreamRef {
+                tenant,
+                entity_id: request.part(i).entity_id,
+            });
+            *w = Warmed {
+                hash,
+                candidate: None,
+            };
+            touched ^= self.slots[self.home(hash)];
+        }
+        for w in warmed.iter_mut() {
+            w.candidate = self.first_tagged(w.hash);
+            if let Some((key, state)) = w.candidate.map(|c| &self.entries[c]) {
+                touched ^= key.entity_id.len() as u64 ^ state.versions.len() as u64;
+            }
+        }
+        for w in warmed.iter() {
+            if let Some((key, state)) = w.candidate.map(|c| &self.entries[c]) {
+                let first = key.entity_id.as_bytes().first().copied().unwrap_or(0);
+                let last = state.versions.last().map_or(0, |v| v.offset);
+                touched ^= u64::from(first) ^ last;
+            }
+        }
+        std::hint::black_box(touched);
+    }
+
     fn get(&self, key: StreamRef<'_>) -> Option<&StreamState> {
-        let hash = self.hasher.hash_one(&key);
-        let found = self.table.find(hash, |(k, _)| key.equivalent(k));
-        found.map(|(_, state)| state)
+        let index = self.find(self.hash(key), key).ok()?;
+        Some(&self.entries[index].1)
     }
 
     fn get_mut(&mut self, key: StreamRef<'_>) -> Option<&mut StreamState> {
-        let hash = self.hasher.hash_one(&key);
-        let found = self.table.find_mut(hash, |(k, _)| key.equivalent(k));
-        found.map(|(_, state)| state)
+        let index = self.find(self.hash(key), key).ok()?;
+        Some(&mut self.entries[index].1)
     }
 
     /// The stream's entity id and state, created in partition `partition()` if it is
-    /// new.
+    /// new; `hash` is the hash of (`tenant`, `entity_id`).
     fn get_or_create(
         &mut self,
+        hash: u64,
         tenant: &str,
         entity_id: &str,
         partition: impl FnOnce() -> u16,
     ) -> (&Arc<str>, &mut StreamState) {
         let key = StreamRef { tenant, entity_id };
-        let Self {
-            table,
-            hasher,
-            tenants,
-        } = self;
-        let entry = table.entry(
-            hasher.hash_one(&key),
-            |(k, _)| key.equivalent(k),
-            |(k, _)| hasher.hash_one(StreamRef::from(k)),
-        );
-        let (key, state) = match entry {
-            Entry::Occupied(found) => found.into_mut(),
-            Entry::Vacant(slot) => {
-                let tenant = match tenants.get(tenant) {
+        let index = match self.find(hash, key) {
+            Ok(index) => index,
+            Err(slot) => {
+                let slot = if (self.entries.len() + 1) * 2 > self.slots.len() {
+                    self.grow();
+                    empty_slot(&self.slots, hash)
+                } else {
+                    slot
+                };
+                let tenant = match self.tenants.get(tenant) {
                     Some(shared) => Arc::clone(shared),
                     None => {
                         let shared: Arc<str> = Arc::from(tenant);
-                        tenants.insert(Arc::clone(&shared));
+                        self.tenants.insert(Arc::clone(&shared));
                         shared
                     }
                 };
-                let key = StreamKey {
-                    tenant,
-                    entity_id: Arc::from(entity_id),
-                };
-                let state = StreamState {
-                    partition: partition(),
-                    ..Default::default()
-                };
-                slot.insert((key, state)).into_mut()
+                let index = self.entries.len();
+                self.entries.push((
+                    StreamKey {
+                        tenant,
+                        entity_id: Arc::from(entity_id),
+                    },
+                    StreamState {
+                        partition: partition(),
+                        ..Default::default()
+                    },
+                ));
+                self.slots[slot] = (Self::tag(hash) << (64 - TAG_BITS)) | (index as u64 + 1);
+                index
             }
         };
+        let (key, state) = &mut self.entries[index];
         (&key.entity_id, state)
     }
+
+    /// Double the slots and place every stream again.
+    fn grow(&mut self) {
+        let mut slots = vec![0u64; self.slots.len() * 2];
+        for (index, (key, _)) in self.entries.iter().enumerate() {
+            let hash = self.hasher.hash_one(StreamRef::from(key));
+            let at = empty_slot(&slots, hash);
+            slots[at] = (Self::tag(hash) << (64 - TAG_BITS)) | (index as u64 + 1);
+        }
+        self.slots = slots;
+    }
+}
+
+/// The first empty slot on `hash`'s probe path.
+fn empty_slot(slots: &[u64], hash: u64) -> usize {
+    let mask = slots.len() - 1;
+    let mut at = (hash as usize) & mask;
+    while slots[at] != 0 {
+        at = (at + 1) & mask;
+    }
+    at
 }
 
 /// Whether part `part` of `request` gives any of its events an id.
@@ -642,6 +775,60 @@ mod tests {
             waiters: vec![tx],
         };
         (group, rx)
+    }
+
+    #[test]
+    fn streams_are_found_by_tenant_and_entity_through_growth() {
+        let mut streams = Streams::default();
+        let key = |n: usize| (["a", "b", "c"][n % 3], format!("entity-{}", n / 3));
+        let count = 100_000;
+        for n in 0..count {
+            let (tenant, entity_id) = key(n);
+            let hash = streams.hash(StreamRef {
+                tenant,
+                entity_id: &entity_id,
+            });
+            let (id, state) = streams.get_or_create(hash, tenant, &entity_id, || (n % 7) as u16);
+            assert_eq!(&**id, entity_id);
+            assert_eq!(
+                state.version(),
+                0,
+                "stream {n} existed before it was created"
+            );
+            state.push(n as u64, n as u128);
+        }
+        assert_eq!(streams.len(), count);
+        for n in 0..count {
+            let (tenant, entity_id) = key(n);
+            let found = streams.get(StreamRef {
+                tenant,
+                entity_id: &entity_id,
+            });
+            let found = found.unwrap_or_else(|| panic!("stream {n} not found"));
+            assert_eq!(found.partition, (n % 7) as u16);
+            assert_eq!(found.offset_of(1), n as u64);
+        }
+        // Looking up again finds the stream rather than making a second one.
+        let hash = streams.hash(StreamRef {
+            tenant: "b",
+            entity_id: "entity-0",
+        });
+        let (_, state) = streams.get_or_create(hash, "b", "entity-0", || 0);
+        assert_eq!(state.offset_of(1), 1);
+        assert_eq!(streams.len(), count);
+        let missing = ["d", "a"].map(|tenant| StreamRef {
+            tenant,
+            entity_id: "entity-99999",
+        });
+        assert!(missing.iter().all(|key| streams.get(*key).is_none()));
+        assert!(
+            streams
+                .get(StreamRef {
+                    tenant: "a",
+                    entity_id: "entity-3"
+                })
+                .is_some()
+        );
     }
 
     #[test]
