@@ -67,7 +67,7 @@ pub(crate) async fn flush(shared: &Shared, release: Release) -> Result<FlushRepo
     }
     let started = Instant::now();
     let mut next = Manifest::clone(&current);
-    next.version += 1;
+    next.version = tier.next_version();
     for partition in 0..shared.meta.partitions {
         let batches = shared
             .buffer
@@ -284,7 +284,7 @@ pub(crate) async fn compact(shared: &Shared) -> Result<CompactionReport> {
         ..CompactionReport::default()
     };
     let mut next = Manifest::clone(&current);
-    next.version += 1;
+    next.version = tier.next_version();
     let (expired, kept): (Vec<_>, Vec<_>) = next
         .retired
         .drain(..)

@@ -286,19 +286,41 @@ async fn a_retry_of_flushed_events_is_recognised() {
 const CHILD_DIR: &str = "ALLSOURCE_TIER_CHILD_DIR";
 const CHILD_PAUSE: &str = "ALLSOURCE_TIER_CHILD_PAUSE";
 
-/// The table storage of the child: a local directory that stops the process dead
-/// around a manifest commit, before it or after it (`after`), once `pass` commits
-/// have gone through.
+/// A local table storage that does `at` to the first manifest commit after `pass`
+/// commits have gone through.
 #[derive(Debug)]
-struct StopAtCommit {
+struct AtCommit {
     inner: LocalFileSystem,
-    after: bool,
+    at: CommitFault,
     pass: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Display for StopAtCommit {
+/// What [`AtCommit`] does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CommitFault {
+    /// Stop the process dead before the manifest is written.
+    StopBefore,
+    /// Stop the process dead once it is written.
+    StopAfter,
+    /// Write it, then answer with an error (a lost answer).
+    LoseAnswer,
+}
+
+impl AtCommit {
+    fn new(inner: LocalFileSystem, at: CommitFault, pass: u64) -> Self {
+        Self {
+            inner,
+            at,
+            pass: std::sync::atomic::AtomicU64::new(pass),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl std::fmt::Display for AtCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StopAtCommit({})", self.inner)
+        write!(f, "AtCommit({})", self.inner)
     }
 }
 
@@ -312,30 +334,38 @@ fn stop_here(line: &str) -> ! {
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for StopAtCommit {
+impl ObjectStore for AtCommit {
     async fn put_opts(
         &self,
         location: &ObjectPath,
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        use std::sync::atomic::Ordering;
         let mut manifest = location.as_ref().starts_with("manifest/");
         if manifest {
-            use std::sync::atomic::Ordering;
             let left = self.pass.load(Ordering::SeqCst);
             if left > 0 {
                 self.pass.store(left - 1, Ordering::SeqCst);
                 manifest = false;
             }
         }
-        if manifest && !self.after {
+        let fault = manifest && !self.done.swap(true, Ordering::SeqCst);
+        if fault && self.at == CommitFault::StopBefore {
             stop_here("UPLOADED");
         }
         let result = self.inner.put_opts(location, payload, opts).await;
-        if manifest {
-            stop_here("COMMITTED");
+        match (fault, self.at) {
+            (true, CommitFault::StopAfter) => stop_here("COMMITTED"),
+            (true, CommitFault::LoseAnswer) => {
+                result?;
+                Err(object_store::Error::Generic {
+                    store: "AtCommit",
+                    source: "the connection dropped before the answer came".into(),
+                })
+            }
+            _ => result,
         }
-        result
     }
 
     async fn put_multipart_opts(
@@ -410,11 +440,11 @@ fn run_child(dir: &Path, stop: Stop) {
         std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
         let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
         let rounds = if stop == Stop::InCompaction { 3 } else { 1 };
-        let storage = StopAtCommit {
-            inner,
-            after: stop == Stop::AfterCommit,
-            pass: std::sync::atomic::AtomicU64::new(if rounds > 1 { rounds } else { 0 }),
+        let at = match stop {
+            Stop::AfterCommit => CommitFault::StopAfter,
+            Stop::BeforeCommit | Stop::InCompaction => CommitFault::StopBefore,
         };
+        let storage = AtCommit::new(inner, at, if rounds > 1 { rounds } else { 0 });
         let mut config = config(dir);
         config.compaction_min_files = 2;
         let store = EventStore::open_with(
@@ -875,4 +905,64 @@ async fn clustered_files_read_back_the_same_through_every_path() {
         before[5].len() as u64,
         "stream u/e1 (the third read of e1) gained one version"
     );
+}
+
+/// A manifest commit whose write landed but whose answer was lost fails that flush;
+/// the next flush commits the version after it, and every event is there after a
+/// reopen. (Trying the same version again would fail for good: it exists.)
+#[tokio::test]
+async fn a_flush_after_a_lost_commit_answer_goes_on() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tables = dir.path().join("tables");
+    std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
+    let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open_with(
+        config(dir.path()),
+        Environment {
+            object_store: Some(Arc::new(AtCommit::new(inner, CommitFault::LoseAnswer, 1))),
+            ..Environment::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut appended = 0u64;
+    for round in 0..3u64 {
+        for i in 0..50u64 {
+            append(
+                &store,
+                &format!("s{}", i % 5),
+                ExpectedVersion::Any,
+                vec![event("x", appended)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            appended += 1;
+        }
+        let flushed = store.flush().await;
+        if round == 1 {
+            let Err(err) = flushed else {
+                panic!("the flush whose commit answer was lost succeeded");
+            };
+            assert!(err.to_string().contains("answer"), "{err}");
+            // The events stay readable from the WAL and the buffer.
+            assert_eq!(store.stats().events, appended);
+            let report = store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(report.flushed_position, appended);
+            assert_eq!(report.manifest_version, 3, "version 2 was the lost commit");
+        } else {
+            flushed.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    assert_eq!(store.manifest().flushed_position, appended);
+    store.close().unwrap_or_else(|e| panic!("{e}"));
+    let store = EventStore::open(config(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.manifest().version, 4);
+    assert_eq!(store.stats().events, appended);
+    for s in 0..5 {
+        let events = store
+            .read_stream("t", &format!("s{s}"), 1, usize::MAX)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, (1..=30).collect::<Vec<u64>>(), "stream s{s}");
+    }
 }

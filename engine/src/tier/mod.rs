@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
@@ -48,6 +49,11 @@ pub(crate) struct Tier {
     pub layout: ParquetLayout,
     pub schema: SchemaRef,
     manifest: RwLock<Arc<Manifest>>,
+    /// The newest manifest version a commit has tried to write. A commit that failed
+    /// may have written its version all the same (the write landed and its answer was
+    /// lost, or the manifest's fsync failed after it), so the next commit takes the
+    /// version after it rather than trying that one again.
+    attempted: AtomicU64,
     /// One flush or compaction at a time.
     pub change_lock: tokio::sync::Mutex<()>,
     /// Each file's positions, for position reads (subscriptions).
@@ -90,6 +96,7 @@ impl Tier {
             reader: FileReader::new(store),
             layout,
             schema,
+            attempted: AtomicU64::new(manifest.version),
             manifest: RwLock::new(Arc::new(manifest)),
             change_lock: tokio::sync::Mutex::new(()),
             positions: Mutex::new(PositionCache::default()),
@@ -104,19 +111,30 @@ impl Tier {
         Arc::clone(&self.manifest.read())
     }
 
+    /// The version the next commit writes: one after the current manifest's, or after
+    /// the version of a commit that failed since, which may have been written.
+    pub fn next_version(&self) -> u64 {
+        self.manifest()
+            .version
+            .max(self.attempted.load(Ordering::SeqCst))
+            + 1
+    }
+
     /// The object store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         self.reader.store()
     }
 
-    /// Commit `next` (its version must be the current one plus one) and make it the
+    /// Commit `next` (its version must be [`Self::next_version`]) and make it the
     /// current manifest.
     pub async fn commit(&self, next: Manifest) -> Result<Arc<Manifest>> {
         let current = self.manifest();
-        if next.version != current.version + 1 {
+        if next.version != self.next_version() {
             return Err(Error::Internal(format!(
-                "manifest version {} after {}",
-                next.version, current.version
+                "manifest version {} after {} (next is {})",
+                next.version,
+                current.version,
+                self.next_version()
             )));
         }
         // A committed manifest is what lets the WAL drop its events, so the files it
@@ -124,6 +142,7 @@ impl Tier {
         let added = added_files(&current, &next);
         self.sync_local(added.iter().map(|f| f.path.clone()).collect())
             .await?;
+        self.attempted.store(next.version, Ordering::SeqCst);
         manifest::commit(self.store(), &next).await?;
         self.sync_local(vec![manifest::manifest_path(next.version).to_string()])
             .await?;
