@@ -99,6 +99,13 @@ pub struct StoreConfig {
     /// ... and as soon as this many events are waiting (`ALLSOURCE_FLUSH_MIN_EVENTS`,
     /// default 262144).
     pub flush_min_events: u64,
+    /// While this many events or more wait to be flushed, appends wait for the
+    /// background flusher before they are sequenced (`ALLSOURCE_MAX_UNFLUSHED_EVENTS`,
+    /// default 8388608; 0 never waits). Tiering costs more CPU per event than an
+    /// append; under a load it cannot keep up with, appends slow down to its pace
+    /// instead of the buffer growing without bound. Applies only with the background
+    /// flusher on.
+    pub max_unflushed_events: u64,
     /// Rows per Parquet data page, the unit a point read decodes
     /// (`ALLSOURCE_PARQUET_PAGE_ROWS`, default 256).
     pub parquet_page_rows: usize,
@@ -159,6 +166,7 @@ impl StoreConfig {
             s3: S3Settings::default(),
             flush_interval_ms: 10_000,
             flush_min_events: 262_144,
+            max_unflushed_events: 8 * 1024 * 1024,
             parquet_page_rows: 256,
             parquet_row_group_rows: 65_536,
             compaction_min_files: 8,
@@ -237,6 +245,7 @@ impl StoreConfig {
             "s3.allow_http" => self.s3.allow_http = Some(parse_bool(key, value)?),
             "flush_interval_ms" => self.flush_interval_ms = parse_env(key, value)?,
             "flush_min_events" => self.flush_min_events = parse_env(key, value)?,
+            "max_unflushed_events" => self.max_unflushed_events = parse_env(key, value)?,
             "parquet_page_rows" => self.parquet_page_rows = parse_env(key, value)?,
             "parquet_row_group_rows" => self.parquet_row_group_rows = parse_env(key, value)?,
             "compaction_min_files" => self.compaction_min_files = parse_env(key, value)?,
@@ -297,7 +306,7 @@ impl StoreConfig {
 
 /// Every store setting: its name (in configuration files and [`StoreConfig::set`])
 /// and its environment variable.
-pub const SETTINGS: [(&str, &str); 24] = [
+pub const SETTINGS: [(&str, &str); 25] = [
     ("data_dir", "ALLSOURCE_DATA_DIR"),
     ("partitions", "ALLSOURCE_PARTITIONS"),
     ("durability", "ALLSOURCE_WAL_FSYNC"),
@@ -318,6 +327,7 @@ pub const SETTINGS: [(&str, &str); 24] = [
     ("s3.allow_http", "ALLSOURCE_S3_ALLOW_HTTP"),
     ("flush_interval_ms", "ALLSOURCE_FLUSH_INTERVAL_MS"),
     ("flush_min_events", "ALLSOURCE_FLUSH_MIN_EVENTS"),
+    ("max_unflushed_events", "ALLSOURCE_MAX_UNFLUSHED_EVENTS"),
     ("parquet_page_rows", "ALLSOURCE_PARQUET_PAGE_ROWS"),
     ("parquet_row_group_rows", "ALLSOURCE_PARQUET_ROW_GROUP_ROWS"),
     ("compaction_min_files", "ALLSOURCE_COMPACTION_MIN_FILES"),

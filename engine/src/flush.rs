@@ -105,6 +105,7 @@ pub(crate) async fn flush(shared: &Shared, release: Release) -> Result<FlushRepo
             .buffer
             .release(partition, offsets[usize::from(partition)])?;
     }
+    shared.flushed.notify_waiters();
     report.flushed_position = cut;
     report.manifest_version = committed.version;
     report.wal_segments_deleted = truncate_wal(shared, cut)?;
@@ -167,7 +168,9 @@ pub(crate) async fn run_flusher(shared: Arc<Shared>) {
             .borrow()
             .saturating_sub(shared.tier.manifest().flushed_position);
         let due = last.elapsed() >= interval;
-        if waiting == 0 || (!due && waiting < shared.config.flush_min_events) {
+        let limit = shared.config.max_unflushed_events;
+        let appends_wait = limit > 0 && waiting >= limit;
+        if waiting == 0 || (!due && !appends_wait && waiting < shared.config.flush_min_events) {
             if due {
                 last = Instant::now();
             }

@@ -127,6 +127,9 @@ pub(crate) struct Shared {
     pub runtime: TierRuntime,
     /// Wakes the background flusher early.
     pub flush_wake: tokio::sync::Notify,
+    /// Wakes the appends waiting for room (see [`EventStore::wait_for_room`]) after
+    /// each flush.
+    pub flushed: tokio::sync::Notify,
     /// Subscriptions waiting for events, woken by the commits that concern them.
     pub watchers: Arc<Watchers>,
     pub tier_counters: TierCounters,
@@ -373,6 +376,7 @@ impl EventStore {
             tier,
             runtime,
             flush_wake: tokio::sync::Notify::new(),
+            flushed: tokio::sync::Notify::new(),
             watchers: Arc::new(Watchers::default()),
             tier_counters: TierCounters::default(),
             lock: Mutex::new(Some(lock)),
@@ -401,7 +405,46 @@ impl EventStore {
     /// is a retry: nothing is appended and the original acknowledgements come back
     /// with `deduplicated: true`.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        self.wait_for_room().await?;
         self.submit(request)?.durable().await
+    }
+
+    /// Wait while `max_unflushed_events` or more events wait to be flushed to Parquet
+    /// (with the background flusher on): the flusher is behind, and appends wait for it
+    /// rather than grow the buffer without bound. [`append`](Self::append) does this
+    /// itself; a caller of [`submit`](Self::submit) or
+    /// [`submit_checked`](Self::submit_checked) awaits it before each request.
+    pub async fn wait_for_room(&self) -> Result<()> {
+        let shared = &self.inner.shared;
+        let limit = shared.config.max_unflushed_events;
+        if limit == 0 || shared.config.flush_interval_ms == 0 {
+            return Ok(());
+        }
+        let mut warned = false;
+        loop {
+            let flushed = shared.flushed.notified();
+            tokio::pin!(flushed);
+            flushed.as_mut().enable();
+            let waiting = shared
+                .head
+                .borrow()
+                .saturating_sub(shared.tier.manifest().flushed_position);
+            if waiting < limit {
+                return Ok(());
+            }
+            shared.state.lock().check_open()?;
+            if !warned {
+                tracing::warn!(
+                    waiting,
+                    limit,
+                    "appends wait for the flusher: too many events wait to be flushed to Parquet"
+                );
+                warned = true;
+            }
+            shared.flush_wake.notify_one();
+            // Woken by the flush; the timeout only looks again for a closed store.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), flushed).await;
+        }
     }
 
     /// The first half of [`append`](Self::append): check and sequence the request now,

@@ -202,6 +202,10 @@ impl SqlService {
                         input_open = false;
                         continue;
                     };
+                    if let Err(e) = self.store.wait_for_room().await {
+                        failure = Some(e.into());
+                        continue;
+                    }
                     let submitted = next.and_then(|events: Checked<EventBatch>| {
                         Ok(self.store.submit_checked(&events)?)
                     });

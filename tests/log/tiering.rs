@@ -305,6 +305,8 @@ enum CommitFault {
     StopAfter,
     /// Write it, then answer with an error (a lost answer).
     LoseAnswer,
+    /// Take this long over every manifest commit (a slow store).
+    Slow(std::time::Duration),
 }
 
 impl AtCommit {
@@ -343,6 +345,12 @@ impl ObjectStore for AtCommit {
     ) -> object_store::Result<PutResult> {
         use std::sync::atomic::Ordering;
         let mut manifest = location.as_ref().starts_with("manifest/");
+        if let CommitFault::Slow(pause) = self.at {
+            if manifest {
+                tokio::time::sleep(pause).await;
+            }
+            return self.inner.put_opts(location, payload, opts).await;
+        }
         if manifest {
             let left = self.pass.load(Ordering::SeqCst);
             if left > 0 {
@@ -965,4 +973,48 @@ async fn a_flush_after_a_lost_commit_answer_goes_on() {
         let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
         assert_eq!(versions, (1..=30).collect::<Vec<u64>>(), "stream s{s}");
     }
+}
+
+/// With the flusher slower than the appends, appends wait once
+/// `max_unflushed_events` are waiting, and the events waiting stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_while_the_flusher_is_behind() {
+    const LIMIT: u64 = 1000;
+    const PER_REQUEST: u64 = 100;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tables = dir.path().join("tables");
+    std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
+    let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
+    let slow = CommitFault::Slow(std::time::Duration::from_millis(150));
+    let mut config = config(dir.path()).with_flush_interval_ms(60_000);
+    config.flush_min_events = PER_REQUEST;
+    config.max_unflushed_events = LIMIT;
+    let store = EventStore::open_with(
+        config,
+        Environment {
+            object_store: Some(Arc::new(AtCommit::new(inner, slow, 0))),
+            ..Environment::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut most_waiting = 0;
+    for i in 0..40 {
+        let events = (0..PER_REQUEST)
+            .map(|n| event("x", i * PER_REQUEST + n))
+            .collect();
+        append(&store, &format!("s{}", i % 4), ExpectedVersion::Any, events)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waiting = store.stats().events - store.manifest().flushed_position;
+        most_waiting = most_waiting.max(waiting);
+    }
+    assert_eq!(store.stats().events, 40 * PER_REQUEST);
+    assert!(
+        most_waiting < LIMIT + PER_REQUEST,
+        "{most_waiting} events waited to be flushed, the limit is {LIMIT}"
+    );
+    assert!(
+        most_waiting >= LIMIT / 2,
+        "the flusher kept up ({most_waiting} waiting at most): the test shows nothing"
+    );
 }
