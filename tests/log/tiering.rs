@@ -320,6 +320,22 @@ impl AtCommit {
     }
 }
 
+/// Open a store whose table storage (`tables/` in its data directory) is an
+/// [`AtCommit`].
+fn open_at_commit(config: StoreConfig, at: CommitFault, pass: u64) -> EventStore {
+    let tables = config.data_dir.join("tables");
+    std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
+    let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
+    EventStore::open_with(
+        config,
+        Environment {
+            object_store: Some(Arc::new(AtCommit::new(inner, at, pass))),
+            ..Environment::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 impl std::fmt::Display for AtCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AtCommit({})", self.inner)
@@ -444,25 +460,14 @@ fn run_child(dir: &Path, stop: Stop) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     runtime.block_on(async move {
-        let tables = dir.join("tables");
-        std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
-        let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
         let rounds = if stop == Stop::InCompaction { 3 } else { 1 };
         let at = match stop {
             Stop::AfterCommit => CommitFault::StopAfter,
             Stop::BeforeCommit | Stop::InCompaction => CommitFault::StopBefore,
         };
-        let storage = AtCommit::new(inner, at, if rounds > 1 { rounds } else { 0 });
         let mut config = config(dir);
         config.compaction_min_files = 2;
-        let store = EventStore::open_with(
-            config,
-            Environment {
-                object_store: Some(Arc::new(storage)),
-                ..Environment::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let store = open_at_commit(config, at, if rounds > 1 { rounds } else { 0 });
         for round in 0..rounds {
             let already = store.stats().events;
             for i in 0..200u64 {
@@ -921,17 +926,7 @@ async fn clustered_files_read_back_the_same_through_every_path() {
 #[tokio::test]
 async fn a_flush_after_a_lost_commit_answer_goes_on() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let tables = dir.path().join("tables");
-    std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
-    let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
-    let store = EventStore::open_with(
-        config(dir.path()),
-        Environment {
-            object_store: Some(Arc::new(AtCommit::new(inner, CommitFault::LoseAnswer, 1))),
-            ..Environment::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let store = open_at_commit(config(dir.path()), CommitFault::LoseAnswer, 1);
     let mut appended = 0u64;
     for round in 0..3u64 {
         for i in 0..50u64 {
@@ -982,21 +977,11 @@ async fn appends_wait_while_the_flusher_is_behind() {
     const LIMIT: u64 = 1000;
     const PER_REQUEST: u64 = 100;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let tables = dir.path().join("tables");
-    std::fs::create_dir_all(&tables).unwrap_or_else(|e| panic!("{e}"));
-    let inner = LocalFileSystem::new_with_prefix(&tables).unwrap_or_else(|e| panic!("{e}"));
-    let slow = CommitFault::Slow(std::time::Duration::from_millis(150));
     let mut config = config(dir.path()).with_flush_interval_ms(60_000);
     config.flush_min_events = PER_REQUEST;
     config.max_unflushed_events = LIMIT;
-    let store = EventStore::open_with(
-        config,
-        Environment {
-            object_store: Some(Arc::new(AtCommit::new(inner, slow, 0))),
-            ..Environment::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let slow = CommitFault::Slow(std::time::Duration::from_millis(150));
+    let store = open_at_commit(config, slow, 0);
     let mut most_waiting = 0;
     for i in 0..40 {
         let events = (0..PER_REQUEST)
