@@ -578,26 +578,13 @@ impl Streams {
         hash >> (64 - TAG_BITS)
     }
 
-    /// The index of the first stream on `hash`'s probe path whose slot carries its
-    /// tag, without comparing keys (the warming passes' guess).
-    fn first_tagged(&self, hash: u64) -> Option<usize> {
-        let mask = self.slots.len() - 1;
-        let mut at = self.home(hash);
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                return None;
-            }
-            if slot >> (64 - TAG_BITS) == Self::tag(hash) {
-                return Some(((slot & INDEX_MASK) - 1) as usize);
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// The index of stream `key`, whose hash is `hash`, or else the empty slot where
-    /// it would go.
-    fn find(&self, hash: u64, key: StreamRef<'_>) -> std::result::Result<usize, usize> {
+    /// Walk `hash`'s probe path: the index of the first stream whose slot carries
+    /// `hash`'s tag and which `is_it` accepts, or else the empty slot the path ends at.
+    fn probe(
+        &self,
+        hash: u64,
+        mut is_it: impl FnMut(usize) -> bool,
+    ) -> std::result::Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut at = self.home(hash);
         loop {
@@ -605,15 +592,26 @@ impl Streams {
             if slot == 0 {
                 return Err(at);
             }
-            if slot >> (64 - TAG_BITS) == Self::tag(hash) {
-                let index = ((slot & INDEX_MASK) - 1) as usize;
-                let (found, _) = &self.entries[index];
-                if *found.tenant == *key.tenant && *found.entity_id == *key.entity_id {
-                    return Ok(index);
-                }
+            if slot >> (64 - TAG_BITS) == Self::tag(hash) && is_it(index_of(slot)) {
+                return Ok(index_of(slot));
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// The first stream on `hash`'s probe path whose slot carries its tag, without
+    /// comparing keys (the warming passes' guess).
+    fn first_tagged(&self, hash: u64) -> Option<usize> {
+        self.probe(hash, |_| true).ok()
+    }
+
+    /// The index of stream `key`, whose hash is `hash`, or else the empty slot where
+    /// it would go.
+    fn find(&self, hash: u64, key: StreamRef<'_>) -> std::result::Result<usize, usize> {
+        self.probe(hash, |index| {
+            let (found, _) = &self.entries[index];
+            *found.tenant == *key.tenant && *found.entity_id == *key.entity_id
+        })
     }
 
     /// Hash the parts `parts` of `request` into `warmed` and bring their slots,
@@ -705,7 +703,7 @@ impl Streams {
                         ..Default::default()
                     },
                 ));
-                self.slots[slot] = (Self::tag(hash) << (64 - TAG_BITS)) | (index as u64 + 1);
+                self.slots[slot] = slot_of(hash, index);
                 index
             }
         };
@@ -719,10 +717,20 @@ impl Streams {
         for (index, (key, _)) in self.entries.iter().enumerate() {
             let hash = self.hasher.hash_one(StreamRef::from(key));
             let at = empty_slot(&slots, hash);
-            slots[at] = (Self::tag(hash) << (64 - TAG_BITS)) | (index as u64 + 1);
+            slots[at] = slot_of(hash, index);
         }
         self.slots = slots;
     }
+}
+
+/// The slot naming stream `index`, whose key's hash is `hash`.
+fn slot_of(hash: u64, index: usize) -> u64 {
+    (Streams::tag(hash) << (64 - TAG_BITS)) | (index as u64 + 1)
+}
+
+/// The stream a (non-empty) slot names.
+fn index_of(slot: u64) -> usize {
+    ((slot & INDEX_MASK) - 1) as usize
 }
 
 /// The first empty slot on `hash`'s probe path.
